@@ -1,0 +1,21 @@
+"""Exceptions with one-line messages; the CLI prints them without a traceback."""
+
+
+class CodError(Exception):
+    """Base class of every error the `cod` command reports as a one-line message."""
+
+
+class BitstreamError(CodError):
+    """A .cod file is corrupt, truncated, of an unknown version, or for another model."""
+
+
+class ModelMismatchError(BitstreamError):
+    """The file was written by a different model than the one given."""
+
+
+class CheckpointError(CodError):
+    """A checkpoint or weights file is missing, unreadable or does not fit the model."""
+
+
+class ImageError(CodError):
+    """An input image cannot be read or is too large."""

@@ -1,0 +1,1 @@
+"""Model definitions: condition codec, CoD-Lite one-step codec."""

@@ -1,0 +1,1 @@
+"""Building blocks shared by every model (codec CNN blocks, DiCo block, embedders)."""
