@@ -1,0 +1,5 @@
+import sys
+
+from cod.cli import main
+
+sys.exit(main())

@@ -1,0 +1,347 @@
+"""The `cod` command: compress, decompress, evaluate, info, convert, models."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from cod.errors import CodError
+
+IMAGE_OUT_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
+
+
+def _progress(items: list, desc: str) -> Iterable:
+    if len(items) <= 1:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="img", file=sys.stderr)
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from cod.zoo import MODELS
+
+    p.add_argument("--model", "-m", default=None, help=f"model name ({', '.join(MODELS)}); default: from the weights file")
+    p.add_argument("--weights", "-w", default=None, help="our .safetensors (from `cod convert`) or an official .pt; default: the installed weights")
+    p.add_argument("--config", default=None, help="official .yaml for an official .pt (default: next to it)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if available, else cpu")
+
+
+def _load_codec(args: argparse.Namespace, **kw: Any):
+    import cod
+
+    return cod.load(args.model, weights=args.weights, device=args.device, config_yaml=args.config, **kw)
+
+
+def _run_files(files: list[Path], desc: str, fn: Callable[[Path], None]) -> int:
+    """Apply fn to every file; report failures one line each; exit code 1 if any failed."""
+    failed = 0
+    for f in _progress(files, desc):
+        try:
+            fn(f)
+        except CodError as exc:
+            failed += 1
+            print(f"error: {exc}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _output_path(src: Path, out: str | None, n_inputs: int, new_name: str) -> Path:
+    if out is None:
+        return src.with_name(new_name)
+    o = Path(out)
+    if o.is_dir() or n_inputs > 1 or out.endswith(os.sep):
+        return o / new_name
+    return o
+
+
+# ---------------------------------------------------------------- commands
+def cmd_compress(args: argparse.Namespace) -> int:
+    from cod.image_io import atomic_write_bytes, list_images, read_image
+
+    files = list_images(args.inputs)
+    if not files:
+        raise CodError("no input images found")
+    codec = _load_codec(args, pad_mode=args.pad)
+    if args.format == "official":
+        print("note: the official format stores no original size; the decoded image keeps the padding", file=sys.stderr)
+
+    def one(src: Path) -> None:
+        data = codec.compress(read_image(src), format=args.format)
+        dst = _output_path(src, args.output, len(files), src.name + ".cod")
+        atomic_write_bytes(dst, data)
+        if not args.quiet:
+            h, w = read_image_size(src)
+            print(f"{src} -> {dst}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp")
+
+    return _run_files(files, "compress", one)
+
+
+def read_image_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size[1], im.size[0]
+
+
+def _decoded_name(src: Path, output_given: bool) -> str:
+    name = src.name[:-4] if src.name.lower().endswith(".cod") else src.name
+    if not name.lower().endswith(IMAGE_OUT_EXTS):
+        name += ".png"
+    if output_given:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}.decoded.{ext}"  # never overwrite the original next to the .cod
+
+
+def cmd_decompress(args: argparse.Namespace) -> int:
+    from cod.image_io import write_image
+
+    files = [Path(f) for f in args.inputs]
+    expanded: list[Path] = []
+    for f in files:
+        expanded.extend(sorted(f.glob("*.cod")) if f.is_dir() else [f])
+    if not expanded:
+        raise CodError("no .cod files found")
+    codec = _load_codec(args)
+
+    def one(src: Path) -> None:
+        if not src.is_file():
+            raise CodError(f"{src}: no such file")
+        data = src.read_bytes()
+        import numpy as np
+
+        img = codec.decompress(data, format=None if args.format == "auto" else args.format)
+        dst = _output_path(src, args.output, len(expanded), _decoded_name(src, args.output is not None))
+        write_image(dst, np.asarray(img))
+        if not args.quiet:
+            print(f"{src} -> {dst}: {img.size[0]}x{img.size[1]}")
+
+    return _run_files(expanded, "decompress", one)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from cod import bitstream as bs
+    from cod.zoo import FAMILY_CODLITE, pad_multiple, rate_label
+
+    status = 0
+    for name in args.inputs:
+        path = Path(name)
+        try:
+            if not path.is_file():
+                raise CodError(f"{path}: no such file")
+            f = bs.read_cod(path.read_bytes())
+        except CodError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        h = f.header
+        info = {
+            "file": str(path),
+            "format_version": bs.VERSION,
+            "family": h.family_name,
+            "ds": h.ds,
+            "codebook_bits": h.bits,
+            "rate": rate_label(h.ds, h.bits),
+            "model_tag": f"{h.model_tag:04x}",
+            "height": h.height,
+            "width": h.width,
+            "payload_bytes": len(f.payload),
+            "file_bytes": f.size,
+            "bpp": round(f.bpp, 6),
+            "crc": "ok",
+        }
+        if h.family == FAMILY_CODLITE:
+            info["index_grid"] = list(bs.grid_size(h.height, h.width, h.ds, pad_multiple(h.ds)))
+        if args.json:
+            print(json.dumps(info))
+        else:
+            for k, v in info.items():
+                print(f"{k:>15}: {v}")
+    return status
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from cod.eval_basic import ms_ssim, psnr
+    from cod.image_io import atomic_write_bytes, list_images, read_image
+
+    files = list_images(args.inputs)
+    if not files:
+        raise CodError("no input images found")
+    codec = _load_codec(args, pad_mode=args.pad)
+    rows: list[dict[str, Any]] = []
+    failed = 0
+    with tempfile.TemporaryDirectory(prefix="cod-eval-") as tmp:
+        for src in _progress(files, "evaluate"):
+            try:
+                ref = read_image(src)
+                t0 = time.perf_counter()
+                data = codec.compress(ref)
+                t_enc = time.perf_counter() - t0
+                cod_path = Path(tmp) / (src.name + ".cod")
+                atomic_write_bytes(cod_path, data)
+                t0 = time.perf_counter()
+                rec = np.asarray(codec.decompress(cod_path.read_bytes()))
+                t_dec = time.perf_counter() - t0
+                h, w = ref.shape[:2]
+                rows.append(
+                    {
+                        "image": str(src),
+                        "height": h,
+                        "width": w,
+                        "bytes": cod_path.stat().st_size,
+                        "bpp": 8 * cod_path.stat().st_size / (h * w),
+                        "psnr": psnr(ref, rec),
+                        "ms_ssim": ms_ssim(ref, rec),
+                        "encode_s": t_enc,
+                        "decode_s": t_dec,
+                    }
+                )
+            except CodError as exc:
+                failed += 1
+                print(f"error: {exc}", file=sys.stderr)
+    if not rows:
+        return 1
+    keys = ["bpp", "psnr", "ms_ssim", "encode_s", "decode_s"]
+    mean = {k: _nanmean([r[k] for r in rows]) for k in keys}
+    print(f"{'image':<32} {'bpp':>8} {'PSNR':>7} {'MS-SSIM':>8} {'enc s':>7} {'dec s':>7}")
+    for r in rows + [dict(mean, image="mean")]:
+        print(f"{Path(r['image']).name[:32]:<32} {r['bpp']:8.4f} {_fmt(r['psnr'], 7, 2)} {_fmt(r['ms_ssim'], 8, 4)} {r['encode_s']:7.3f} {r['decode_s']:7.3f}")
+    result = {"model": codec.name, "device": str(codec.device), "mean": mean, "images": rows}
+    if args.json:
+        from cod.image_io import atomic_write_bytes as _w
+
+        _w(args.json, (json.dumps(result, indent=1) + "\n").encode())
+        print(f"results written to {args.json}")
+    return 1 if failed else 0
+
+
+def _nanmean(vals: list) -> float | None:
+    good = [v for v in vals if v is not None and v == v]
+    return sum(good) / len(good) if good else None
+
+
+def _fmt(v: float | None, width: int, prec: int) -> str:
+    return f"{v:{width}.{prec}f}" if v is not None else f"{'n/a':>{width}}"
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from cod.checkpoint import save_weights
+    from cod.models.lite import build_codlite
+    from cod.checkpoint import check_state_dict
+    from cod.official import convert_official
+
+    config, state, ignored = convert_official(args.checkpoint, args.config_yaml, prefix=args.prefix, unsafe_pickle=args.unsafe_pickle, name=args.name)
+    model = build_codlite(config)
+    if args.strict:
+        check_state_dict(model, state)
+    else:
+        own = model.state_dict()
+        state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        for k in own:
+            state.setdefault(k, own[k])
+    save_weights(args.output, state, config)
+    n = sum(v.numel() for v in state.values())
+    print(f"{args.checkpoint} -> {args.output}: {config['name']} (ds={config['ds']}, {config['codebook_bits']}-bit), {len(state)} tensors, {n / 1e6:.2f} M parameters")
+    if ignored:
+        print(f"ignored checkpoint entries: {', '.join(ignored)}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from cod.codec import installed_weights
+    from cod.zoo import MODELS, nominal_bpp
+
+    inst = installed_weights()
+    print(f"{'model':<18} {'ds':>3} {'bits':>4} {'nominal bpp':>11}  weights")
+    for name, cfg in MODELS.items():
+        w = str(inst[name]) if name in inst else "not installed (use --weights)"
+        print(f"{name:<18} {cfg['ds']:>3} {cfg['codebook_bits']:>4} {nominal_bpp(cfg['ds'], cfg['codebook_bits']):>11.4f}  {w}")
+    for name in sorted(set(inst) - set(MODELS)):
+        print(f"{name:<18} {'':>3} {'':>4} {'':>11}  {inst[name]}")
+    return 0
+
+
+# ------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cod", description="Diffusion-based generative image compression (CoD-Lite).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compress", help="images -> .cod files")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("-o", "--output", default=None, help="output folder (or file, for one input); default: next to the input")
+    _add_model_args(p)
+    p.add_argument("--format", default="cod", choices=["cod", "official"], help="container: ours (v1) or the original code's 4-byte header")
+    p.add_argument("--pad", default="replicate", choices=["replicate", "reflect", "constant"], help="padding to the model multiple")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("decompress", help=".cod files -> images")
+    p.add_argument("inputs", nargs="+", help=".cod files or folders")
+    p.add_argument("-o", "--output", default=None, help="output folder (or file, for one input); default: NAME.decoded.png next to the input")
+    _add_model_args(p)
+    p.add_argument("--format", default="auto", choices=["auto", "cod", "official"])
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_decompress)
+
+    p = sub.add_parser("evaluate", help="round trip through real files: bpp, PSNR, MS-SSIM, timings")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    _add_model_args(p)
+    p.add_argument("--pad", default="replicate", choices=["replicate", "reflect", "constant"])
+    p.add_argument("--json", default=None, help="write results to this JSON file")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("info", help="describe .cod files")
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("convert", help="official .pt + .yaml -> our .safetensors")
+    p.add_argument("checkpoint")
+    p.add_argument("config_yaml")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--prefix", default=None, help="state-dict prefix of the network (default: net., then ema_denoiser., then none)")
+    p.add_argument("--name", default=None, help="model name to record (default: codlite-<rate>)")
+    p.add_argument("--unsafe-pickle", action="store_true", help="allow arbitrary pickled objects in the .pt (only for files you trust)")
+    p.add_argument("--no-strict", dest="strict", action="store_false", help="keep shape-matching tensors, initialise the rest")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("models", help="list models and installed weights")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    old_format = warnings.formatwarning
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    try:
+        return int(args.func(args) or 0)
+    except CodError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (OSError, MemoryError) as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001
+        if os.environ.get("COD_DEBUG"):
+            raise
+        print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with COD_DEBUG=1 for a traceback", file=sys.stderr)
+        return 3
+    finally:
+        warnings.formatwarning = old_format
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The user-facing codec: image -> .cod bytes -> image (CompressAI-style contract).
+
+    codec = cod.load("codlite-0.0312", weights="model.safetensors")
+    data = codec.compress(image)        # bytes of a .cod file (header + CRC + indices)
+    image = codec.decompress(data)      # PIL.Image, original size
+
+Any image size works: the image is padded to the model's multiple (lcm(ds, 16)) and the
+decoded image cropped back; the original size travels in the header.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from cod import bitstream as bs
+from cod.checkpoint import load_state_strict, read_weights
+from cod.errors import BitstreamError, CheckpointError
+from cod.image_io import as_rgb_array
+from cod.models.lite import CoDLite, build_codlite
+from cod.zoo import FAMILY_CODLITE, MODELS, get_config, nominal_bpp, pad_multiple
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+PAD_MODES = ("replicate", "reflect", "constant")
+
+
+def installed_weights() -> dict[str, Path]:
+    """Default weights shipped inside the package: model name -> file."""
+    return {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.safetensors"))}
+
+
+def image_to_tensor(arr: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """HxWx3 uint8 -> (1,3,H,W) float32 in [0,1] (exactly u8/255, as to_tensor)."""
+    return torch.from_numpy(arr).to(device).permute(2, 0, 1)[None].float().div(255.0)
+
+
+def tensor_to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(1,3,H,W) in [-1,1] -> HxWx3 uint8: trunc(clip((x+1)*127.5 + 0.5, 0, 255)) in float32."""
+    u8 = ((x.float() + 1) * 127.5 + 0.5).clamp(0, 255).to(torch.uint8)
+    return u8[0].permute(1, 2, 0).cpu().numpy()
+
+
+def pad_image(x: torch.Tensor, multiple: int, mode: str = "replicate") -> torch.Tensor:
+    """Pad (B,C,H,W) at the bottom/right up to multiples of ``multiple``."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if not ph and not pw:
+        return x
+    if mode == "reflect" and (ph >= h or pw >= w):
+        mode = "replicate"  # reflection needs more pixels than the pad; fall back
+    return F.pad(x, (0, pw, 0, ph), mode=mode, value=0.0) if mode == "constant" else F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+@dataclass
+class Timing:
+    encode_s: float = 0.0
+    decode_s: float = 0.0
+
+
+@dataclass
+class CoDLiteCodec:
+    """A loaded CoD-Lite one-step codec ready to compress and decompress."""
+
+    model: CoDLite
+    config: dict[str, Any]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    pad_mode: str = "replicate"
+    last_timing: Timing = field(default_factory=Timing)
+
+    def __post_init__(self) -> None:
+        if self.pad_mode not in PAD_MODES:
+            raise ValueError(f"pad_mode must be one of {PAD_MODES}")
+        self.model.eval().requires_grad_(False).to(self.device)
+        self.model.set_attention(windowed=True)
+        if not self.model.time_folded:
+            self.model.fold_time_modulation(0.0)
+        self.model_tag = bs.model_tag_of(self.model.condition.quantizer.codebook.weight.detach().cpu().float().numpy())
+
+    # ---------------------------------------------------------- properties
+    @property
+    def name(self) -> str:
+        return self.config.get("name", "codlite")
+
+    @property
+    def ds(self) -> int:
+        return self.model.ds
+
+    @property
+    def bits(self) -> int:
+        return self.model.codebook_bits
+
+    @property
+    def multiple(self) -> int:
+        return pad_multiple(self.ds, self.model.patch_size)
+
+    @property
+    def nominal_bpp(self) -> float:
+        return nominal_bpp(self.ds, self.bits)
+
+    def grid(self, height: int, width: int) -> tuple[int, int]:
+        return bs.grid_size(height, width, self.ds, self.multiple)
+
+    # ---------------------------------------------------------- indices
+    @torch.inference_mode()
+    def encode(self, image) -> tuple[np.ndarray, int, int]:
+        """Image -> (indices (h*w,) int64, original height, original width)."""
+        arr = as_rgb_array(image)
+        H, W = arr.shape[:2]
+        x = pad_image(image_to_tensor(arr, self.device), self.multiple, self.pad_mode)
+        idx = self.model.condition.encode(x)[0]
+        return idx.cpu().numpy(), H, W
+
+    @torch.inference_mode()
+    def decode(self, indices: np.ndarray, height: int, width: int, grid: tuple[int, int] | None = None) -> np.ndarray:
+        """Indices of an image of the given original size -> HxWx3 uint8.
+
+        ``grid`` overrides the index grid (official files, whose grid is floor(H/ds)); the
+        area the grid does not cover is mid-grey, as the official decoder leaves it.
+        """
+        h, w = grid or self.grid(height, width)
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=self.device).view(1, h * w)
+        cond = self.model.condition.decode(idx, h, w)
+        x = self.model.decode_one_step(cond)
+        out = tensor_to_uint8(x[:, :, :height, :width])
+        if out.shape[:2] != (height, width):
+            full = np.full((height, width, 3), 128, dtype=np.uint8)
+            full[: out.shape[0], : out.shape[1]] = out
+            out = full
+        return out
+
+    # ---------------------------------------------------------- bytes
+    def compress(self, image, format: str = "cod") -> bytes:
+        """Image (path, PIL, HxWx3 uint8 array or (3,H,W) tensor) -> file bytes."""
+        t0 = time.perf_counter()
+        idx, H, W = self.encode(image)
+        payload = bs.pack_indices(idx, self.bits)
+        if format == "official":
+            h, w = self.grid(H, W)
+            data = bs.write_official(h * self.ds, w * self.ds, payload)
+        elif format == "cod":
+            header = bs.CodHeader(FAMILY_CODLITE, self.ds, self.bits, self.model_tag, H, W)
+            data = bs.write_cod(header, payload)
+        else:
+            raise ValueError(f"unknown format {format!r} (cod or official)")
+        self.last_timing.encode_s = time.perf_counter() - t0
+        return data
+
+    def parse(self, data: bytes, format: str | None = None) -> tuple[np.ndarray, int, int, tuple[int, int]]:
+        """Check a file against this model: (indices, height, width, index grid)."""
+        if format is None:
+            format = "cod" if data[:3] == bs.MAGIC else "official"
+        if format == "official":
+            H, W, payload = bs.read_official(data)
+            h, w = H // self.ds, W // self.ds  # the official decoder's grid: no padding
+            if h == 0 or w == 0 or (h * self.ds) % self.model.patch_size or (w * self.ds) % self.model.patch_size:
+                raise BitstreamError(f"official file of size {H}x{W} cannot be decoded at ds={self.ds} (the official decoder fails on it too)")
+        elif format == "cod":
+            f = bs.read_cod(data)
+            bs.check_model(f.header, FAMILY_CODLITE, self.ds, self.bits, self.model_tag, self.name)
+            H, W, payload = f.header.height, f.header.width, f.payload
+            h, w = self.grid(H, W)
+        else:
+            raise ValueError(f"unknown format {format!r} (cod or official)")
+        need = bs.packed_size(h * w, self.bits)
+        if len(payload) != need:
+            raise BitstreamError(f"corrupt file: payload is {len(payload)} bytes, a {H}x{W} image at ds={self.ds} needs {need}")
+        return bs.unpack_indices(payload, h * w, self.bits), H, W, (h, w)
+
+    def decompress(self, data: bytes, format: str | None = None) -> Image.Image:
+        """File bytes -> PIL RGB image of the original size."""
+        t0 = time.perf_counter()
+        idx, H, W, grid = self.parse(data, format)
+        out = Image.fromarray(self.decode(idx, H, W, grid), "RGB")
+        self.last_timing.decode_s = time.perf_counter() - t0
+        return out
+
+    # ---------------------------------------------------------- training
+    def train_module(self) -> CoDLite:  # pragma: no cover - convenience
+        return self.model
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError("--device cuda asked for, but no CUDA GPU is available")
+    return dev
+
+
+def load_model(name: str | None = None, weights: str | Path | None = None, config_yaml: str | Path | None = None, random_init: bool = False, seed: int = 0) -> tuple[CoDLite, dict[str, Any]]:
+    """Build a CoDLite and load its weights (ours or official), strictly."""
+    if random_init:
+        if name is None:
+            raise CheckpointError("a model name is needed for random weights")
+        config = get_config(name)
+        torch.manual_seed(seed)
+        return build_codlite(config), config
+    if weights is None:
+        inst = installed_weights()
+        if name is None:
+            if not inst:
+                raise CheckpointError("no weights installed; pass --weights PATH (see `cod models`)")
+            name = sorted(inst)[0]
+        if name not in inst:
+            known = f" Installed: {', '.join(inst)}." if inst else ""
+            raise CheckpointError(
+                f"no weights installed for {name}; pass --weights PATH (a .safetensors from `cod convert`, "
+                f"or an official .pt with its .yaml next to it).{known}"
+            )
+        weights = inst[name]
+    weights = Path(weights)
+    if weights.suffix in (".pt", ".pth", ".ckpt"):
+        from cod.official import convert_official
+
+        yaml_path = Path(config_yaml) if config_yaml else weights.with_suffix(".yaml")
+        if not yaml_path.is_file():
+            raise CheckpointError(f"official checkpoint {weights.name} needs its .yaml config (looked for {yaml_path}; give --config)")
+        config, state, _ = convert_official(weights, yaml_path, name=name)
+    else:
+        config, state = read_weights(weights)
+    if config.get("family", "codlite") != "codlite":
+        raise CheckpointError(f"{weights}: a {config.get('family')} model, not CoD-Lite")
+    if name is not None and name in MODELS:
+        want = MODELS[name]
+        if (want["ds"], want["codebook_bits"]) != (config["ds"], config["codebook_bits"]):
+            raise CheckpointError(
+                f"{weights} holds a ds={config['ds']}, {config['codebook_bits']}-bit model, not {name}"
+            )
+    config.setdefault("name", name or weights.stem)
+    model = build_codlite(config)
+    load_state_strict(model, state)
+    return model, config
+
+
+def load(name: str | None = None, weights: str | Path | None = None, device: str | torch.device | None = "cpu", config_yaml: str | Path | None = None, pad_mode: str = "replicate", random_init: bool = False, seed: int = 0) -> CoDLiteCodec:
+    """Load a named codec. ``weights``: our .safetensors, an official .pt (+ .yaml), or None
+    for the weights installed with the package. ``random_init=True`` gives random weights
+    (for speed tests)."""
+    model, config = load_model(name, weights, config_yaml, random_init, seed)
+    return CoDLiteCodec(model, config, _resolve_device(device), pad_mode)

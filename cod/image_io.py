@@ -1,0 +1,126 @@
+"""Reading images robustly and writing files atomically."""
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from cod.errors import ImageError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm")
+DEFAULT_MAX_PIXELS = int(os.environ.get("COD_MAX_PIXELS", 16384 * 16384))
+
+
+def to_rgb_array(img: Image.Image, name: str = "image") -> np.ndarray:
+    """A PIL image of any mode -> HxWx3 uint8 (alpha dropped with a warning, 16-bit scaled)."""
+    img = ImageOps.exif_transpose(img)
+    mode = img.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
+        warnings.warn(f"{name}: alpha channel dropped", stacklevel=2)
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img).astype(np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        gray = np.clip(np.round(arr / peak * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        gray = np.clip(np.round(arr * (255.0 if arr.max() <= 1.0 else 1.0)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+
+
+def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file as HxWx3 uint8 RGB, with one-line errors for bad input."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: no such file")
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageError(f"{path}: image is {w}x{h} ({w * h / 1e6:.0f} Mpx), above the limit of {max_pixels / 1e6:.0f} Mpx (COD_MAX_PIXELS)")
+            img.load()
+            return to_rgb_array(img, path.name)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageError(f"{path}: image too large (decompression bomb limit)") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds
+        raise ImageError(f"{path}: cannot read image ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'})") from None
+
+
+def as_rgb_array(image) -> np.ndarray:
+    """Accept a path, PIL image, HxWx3/HxW uint8 array or (3,H,W) float tensor in [0,1]."""
+    if isinstance(image, (str, Path)):
+        return read_image(image)
+    if isinstance(image, Image.Image):
+        return to_rgb_array(image)
+    try:
+        import torch
+
+        if isinstance(image, torch.Tensor):
+            t = image.detach().cpu()
+            if t.ndim == 4 and t.shape[0] == 1:
+                t = t[0]
+            if t.ndim != 3 or t.shape[0] not in (1, 3):
+                raise ImageError(f"expected a (3,H,W) tensor, got shape {tuple(t.shape)}")
+            if t.dtype.is_floating_point:
+                t = (t.clamp(0, 1) * 255).round().to(torch.uint8)
+            image = t.expand(3, -1, -1).permute(1, 2, 0).numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ImageError(f"expected an HxWx3 image array, got shape {arr.shape}")
+    if arr.shape[2] == 4:
+        warnings.warn("alpha channel dropped", stacklevel=2)
+        arr = arr[:, :, :3]
+    if arr.dtype != np.uint8:
+        raise ImageError(f"expected a uint8 image array, got {arr.dtype}")
+    return np.ascontiguousarray(arr)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file in the target folder, then rename: never a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_image(path: str | Path, array: np.ndarray) -> None:
+    """Save an HxWx3 uint8 image atomically; the format follows the extension (PNG if unknown)."""
+    import io
+
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    buf = io.BytesIO()
+    img = Image.fromarray(np.asarray(array, dtype=np.uint8), "RGB")
+    kwargs = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    img.save(buf, format=fmt, **kwargs)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def list_images(inputs: list[str | Path], recursive: bool = True) -> list[Path]:
+    """Files given directly, plus the images inside given folders (sorted)."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            it = p.rglob("*") if recursive else p.iterdir()
+            out.extend(sorted(f for f in it if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS))
+        else:
+            out.append(p)
+    return out
