@@ -21,7 +21,14 @@ def _progress(items: list, desc: str) -> Iterable:
         return items
     from tqdm import tqdm
 
-    return tqdm(items, desc=desc, unit="img", file=sys.stderr)
+    return tqdm(items, desc=desc, unit="img", file=sys.stderr, disable=None)  # bar on terminals only
+
+
+def _error(msg: str) -> None:
+    """One error line on stderr, without breaking an active progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(f"error: {msg}", file=sys.stderr)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -47,7 +54,7 @@ def _run_files(files: list[Path], desc: str, fn: Callable[[Path], None]) -> int:
             fn(f)
         except CodError as exc:
             failed += 1
-            print(f"error: {exc}", file=sys.stderr)
+            _error(str(exc))
     return 1 if failed else 0
 
 
@@ -116,7 +123,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         data = src.read_bytes()
         import numpy as np
 
-        img = codec.decompress(data, format=None if args.format == "auto" else args.format)
+        img = codec.decompress(data, format=args.format)
         dst = _output_path(src, args.output, len(expanded), _decoded_name(src, args.output is not None))
         write_image(dst, np.asarray(img))
         if not args.quiet:
@@ -206,7 +213,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 )
             except CodError as exc:
                 failed += 1
-                print(f"error: {exc}", file=sys.stderr)
+                _error(str(exc))
     if not rows:
         return 1
     keys = ["bpp", "psnr", "ms_ssim", "encode_s", "decode_s"]
@@ -287,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help=".cod files or folders")
     p.add_argument("-o", "--output", default=None, help="output folder (or file, for one input); default: NAME.decoded.png next to the input")
     _add_model_args(p)
-    p.add_argument("--format", default="auto", choices=["auto", "cod", "official"])
+    p.add_argument("--format", default="cod", choices=["cod", "official"], help="container: ours (v1) or the original code's 4-byte header")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_decompress)
 

@@ -37,7 +37,8 @@ def installed_weights() -> dict[str, Path]:
 
 def image_to_tensor(arr: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """HxWx3 uint8 -> (1,3,H,W) float32 in [0,1] (exactly u8/255, as to_tensor)."""
-    return torch.from_numpy(arr).to(device).permute(2, 0, 1)[None].float().div(255.0)
+    t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+    return t.to(device).permute(2, 0, 1)[None].float().div(255.0)
 
 
 def tensor_to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -151,10 +152,11 @@ class CoDLiteCodec:
         self.last_timing.encode_s = time.perf_counter() - t0
         return data
 
-    def parse(self, data: bytes, format: str | None = None) -> tuple[np.ndarray, int, int, tuple[int, int]]:
-        """Check a file against this model: (indices, height, width, index grid)."""
-        if format is None:
-            format = "cod" if data[:3] == bs.MAGIC else "official"
+    def parse(self, data: bytes, format: str = "cod") -> tuple[np.ndarray, int, int, tuple[int, int]]:
+        """Check a file against this model: (indices, height, width, index grid).
+
+        ``format="official"`` reads the original code's 4-byte header; it is never guessed,
+        since any 4 bytes parse as such a header."""
         if format == "official":
             H, W, payload = bs.read_official(data)
             h, w = H // self.ds, W // self.ds  # the official decoder's grid: no padding
@@ -172,7 +174,7 @@ class CoDLiteCodec:
             raise BitstreamError(f"corrupt file: payload is {len(payload)} bytes, a {H}x{W} image at ds={self.ds} needs {need}")
         return bs.unpack_indices(payload, h * w, self.bits), H, W, (h, w)
 
-    def decompress(self, data: bytes, format: str | None = None) -> Image.Image:
+    def decompress(self, data: bytes, format: str = "cod") -> Image.Image:
         """File bytes -> PIL RGB image of the original size."""
         t0 = time.perf_counter()
         idx, H, W, grid = self.parse(data, format)

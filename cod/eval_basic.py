@@ -19,6 +19,6 @@ def ms_ssim(ref: np.ndarray, rec: np.ndarray) -> float | None:
     import torch
     from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as msssim
 
-    a = torch.from_numpy(ref).permute(2, 0, 1)[None].double()
-    b = torch.from_numpy(rec).permute(2, 0, 1)[None].double()
+    a = torch.tensor(ref).permute(2, 0, 1)[None].double()
+    b = torch.tensor(rec).permute(2, 0, 1)[None].double()
     return float(msssim(b, a, data_range=255.0))

@@ -17,7 +17,7 @@ def tiny_config(rate: str, **overrides):
 
     cfg = codlite_config(
         rate,
-        hidden_size=32,
+        hidden_size=64,
         hidden_size_x=8,
         num_blocks=3,
         num_cond_blocks=2,

@@ -84,7 +84,7 @@ def test_conformance_case(case, conformance_dir, tmp_path):
     image = inputs["image_u8"][0].permute(1, 2, 0).numpy()
     # the public path: image -> bytes -> image
     data = codec.compress(image, format="official")
-    got["decoded_u8"] = torch.from_numpy(np.array(codec.decompress(data))).permute(2, 0, 1)[None]
+    got["decoded_u8"] = torch.from_numpy(np.array(codec.decompress(data, "official"))).permute(2, 0, 1)[None]
 
     assert set(got) == set(expected), set(expected) ^ set(got)
     for name, want in expected.items():

@@ -1,0 +1,194 @@
+"""The `cod` command end to end: outputs, errors, corruption suite."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cod.cli import main
+from tests.test_codec import smooth_image
+
+
+@pytest.fixture()
+def photo(tmp_path):
+    p = tmp_path / "in" / "photo.png"
+    p.parent.mkdir()
+    Image.fromarray(smooth_image(70, 90)).save(p)
+    return p
+
+
+def run_cli(*args):
+    """Run `python -m cod` in a fresh process: (exit code, stdout, stderr)."""
+    r = subprocess.run([sys.executable, "-m", "cod", *map(str, args)], capture_output=True, text=True, timeout=300)
+    return r.returncode, r.stdout, r.stderr
+
+
+def test_compress_decompress_roundtrip(photo, tiny_weights, tmp_path, capsys):
+    w = tiny_weights["0.0312"]
+    assert main(["compress", str(photo), "--weights", str(w)]) == 0
+    cod_file = photo.with_name("photo.png.cod")
+    assert cod_file.is_file()
+    out = capsys.readouterr().out
+    assert f"{cod_file.stat().st_size} bytes" in out and "bpp" in out
+    assert main(["decompress", str(cod_file), "--weights", str(w)]) == 0
+    dec = photo.with_name("photo.decoded.png")  # the original is never overwritten
+    assert Image.open(dec).size == (90, 70)
+    # into a folder
+    outdir = tmp_path / "out"
+    assert main(["decompress", str(cod_file), "--weights", str(w), "-o", str(outdir) + "/"]) == 0
+    assert Image.open(outdir / "photo.png").size == (90, 70)
+    # info
+    assert main(["info", str(cod_file), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert info["height"] == 70 and info["width"] == 90 and info["ds"] == 16 and info["crc"] == "ok"
+    assert info["bpp"] == pytest.approx(8 * cod_file.stat().st_size / (70 * 90), abs=1e-6)
+
+
+def test_folder_and_progress(tmp_path, tiny_weights):
+    src = tmp_path / "imgs"
+    (src / "sub").mkdir(parents=True)
+    for i, (h, w) in enumerate([(20, 30), (33, 17), (64, 64)]):
+        Image.fromarray(smooth_image(h, w, i)).save(src / ("sub" if i == 2 else ".") / f"im{i}.png")
+    (src / "notes.txt").write_text("not an image")
+    out = tmp_path / "codes"
+    assert main(["compress", str(src), "-o", str(out), "--weights", str(tiny_weights["0.5"]), "-q"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["im0.png.cod", "im1.png.cod", "im2.png.cod"]
+    rec = tmp_path / "rec"
+    assert main(["decompress", str(out), "-o", str(rec), "--weights", str(tiny_weights["0.5"]), "-q"]) == 0
+    assert Image.open(rec / "im1.png").size == (17, 33)
+
+
+def test_official_format_cli(photo, tiny_weights, tmp_path):
+    w = str(tiny_weights["0.0156"])
+    out = tmp_path / "o.cod"
+    assert main(["compress", str(photo), "-o", str(out), "--weights", w, "--format", "official"]) == 0
+    assert out.read_bytes()[:4] == (96).to_bytes(2, "little") + (80).to_bytes(2, "little")  # padded 70x90 -> 80x96
+    assert main(["decompress", str(out), "-o", str(tmp_path / "o.png"), "--weights", w]) != 0  # not guessed
+    assert main(["decompress", str(out), "-o", str(tmp_path / "o.png"), "--weights", w, "--format", "official"]) == 0
+    assert Image.open(tmp_path / "o.png").size == (96, 80)
+
+
+def test_evaluate_writes_json(photo, tiny_weights, tmp_path, capsys):
+    big = photo.parent / "big.png"
+    Image.fromarray(smooth_image(176, 192)).save(big)
+    js = tmp_path / "r.json"
+    assert main(["evaluate", str(photo.parent), "--weights", str(tiny_weights["0.125"]), "--json", str(js)]) == 0
+    res = json.loads(js.read_text())
+    assert [r["image"].split("/")[-1] for r in res["images"]] == ["big.png", "photo.png"]
+    for r in res["images"]:
+        assert r["bpp"] == pytest.approx(8 * r["bytes"] / (r["height"] * r["width"]))
+        assert 0 < r["psnr"] < 60 and r["encode_s"] > 0 and r["decode_s"] > 0
+    assert res["images"][0]["ms_ssim"] is not None and res["images"][1]["ms_ssim"] is None  # 70 px: too small
+    table = capsys.readouterr().out
+    assert "mean" in table and "PSNR" in table
+
+
+def test_missing_weights_is_a_clean_error(photo):
+    code, out, err = run_cli("compress", photo, "--model", "codlite-0.0312")
+    assert code != 0
+    assert err.strip().splitlines() == [err.strip()] and err.startswith("error: no weights installed for codlite-0.0312")
+    assert "Traceback" not in err
+    assert not photo.with_name("photo.png.cod").exists()
+
+
+def test_bad_image_inputs(tmp_path, tiny_weights, capsys):
+    w = str(tiny_weights["0.0312"])
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    for f in (bad, empty, tmp_path / "missing.png"):
+        assert main(["compress", str(f), "--weights", w]) != 0
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+        assert not list(tmp_path.glob("*.cod"))
+
+
+def test_huge_image_refused(tmp_path, tiny_weights, monkeypatch, capsys):
+    import cod.image_io
+
+    Image.fromarray(smooth_image(64, 64)).save(tmp_path / "big.png")
+    monkeypatch.setattr(cod.image_io, "DEFAULT_MAX_PIXELS", 1000)
+    monkeypatch.setattr(cod.image_io.read_image, "__defaults__", (1000,))
+    assert main(["compress", str(tmp_path / "big.png"), "--weights", str(tiny_weights["0.0312"])]) != 0
+    assert "above the limit" in capsys.readouterr().err
+    assert not (tmp_path / "big.png.cod").exists()
+
+
+def _corrupt_variants(data):
+    for i in range(len(data) * 8):
+        bad = bytearray(data)
+        bad[i // 8] ^= 1 << (i % 8)
+        yield f"flip{i:05d}", bytes(bad)
+    for n in range(len(data)):
+        yield f"trunc{n:05d}", data[:n]
+
+
+def test_corruption_suite_cli(tmp_path, tiny_weights):
+    """Every single-bit flip and every truncation of a sample file: one clean error line
+    per file, non-zero exit, no traceback, and no output file."""
+    w = tiny_weights["0.0039"]
+    img = tmp_path / "s.png"
+    Image.fromarray(smooth_image(40, 64)).save(img)
+    assert main(["compress", str(img), "--weights", str(w), "-q"]) == 0
+    data = (tmp_path / "s.png.cod").read_bytes()
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    variants = dict(_corrupt_variants(data))
+    for name, blob in variants.items():
+        (bad_dir / f"{name}.cod").write_bytes(blob)
+    out = tmp_path / "decoded"
+    code, stdout, stderr = run_cli("decompress", bad_dir, "-o", out, "--weights", w, "-q")
+    assert code != 0
+    lines = stderr.strip().splitlines()
+    assert "Traceback" not in stderr
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    assert len(errors) == len(variants), [ln for ln in lines if not ln.startswith("error: ")][:5]
+    assert not out.exists() or not any(out.iterdir())
+    # one file alone: the exit code is non-zero too
+    code, _, stderr = run_cli("decompress", bad_dir / "flip00100.cod", "--weights", w)
+    assert code != 0 and stderr.startswith("error: ") and "Traceback" not in stderr
+    assert not (bad_dir / "flip00100.decoded.png").exists()
+
+
+def test_convert_errors_name_the_key(conformance_dir, tmp_path, capsys):
+    import torch
+    import yaml
+
+    from cod.conformance import load_manifest, official_state_dict
+
+    man = load_manifest(conformance_dir / "A3_codlite_0.0156")
+    sd = {f"net.{k}": v for k, v in official_state_dict(man).items()}
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"net": {"init_args": man["constructor_args"]}}}))
+
+    def convert(state):
+        torch.save(state, tmp_path / "c.pt")
+        rc = main(["convert", str(tmp_path / "c.pt"), str(cfg), "-o", str(tmp_path / "c.safetensors")])
+        return rc, capsys.readouterr().err
+
+    missing = dict(sd)
+    del missing["net.blocks.1.conv4.weight"]
+    rc, err = convert(missing)
+    assert rc == 2 and "missing key" in err and "blocks.1.conv4.weight" in err
+    extra = dict(sd, **{"net.blocks.9.conv4.weight": torch.zeros(1)})
+    rc, err = convert(extra)
+    assert rc == 2 and "unexpected key" in err and "blocks.9.conv4.weight" in err
+    shape = dict(sd, **{"net.final_layer.linear.bias": torch.zeros(4)})
+    rc, err = convert(shape)
+    assert rc == 2 and "shape mismatch" in err and "final_layer.linear.bias" in err
+    folded = {k.replace("net.blocks.0.", "net.blocks.0.block."): v for k, v in sd.items()}
+    rc, err = convert(folded)
+    assert rc == 2 and "folded eval form" in err
+    assert not (tmp_path / "c.safetensors").exists()
+    rc, _ = convert(sd)
+    assert rc == 0 and (tmp_path / "c.safetensors").exists()
+
+
+def test_models_lists_rates(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in ("codlite-0.0039", "codlite-0.0312", "codlite-0.5"):
+        assert name in out
