@@ -22,7 +22,7 @@ from PIL import Image
 from cod import bitstream as bs
 from cod.checkpoint import load_state_strict, read_weights
 from cod.errors import BitstreamError, CheckpointError
-from cod.image_io import as_rgb_array
+from cod.image_io import DEFAULT_MAX_PIXELS, as_rgb_array
 from cod.models.lite import CoDLite, build_codlite
 from cod.zoo import FAMILY_CODLITE, MODELS, get_config, nominal_bpp, pad_multiple
 
@@ -169,6 +169,8 @@ class CoDLiteCodec:
             h, w = self.grid(H, W)
         else:
             raise ValueError(f"unknown format {format!r} (cod or official)")
+        if H * W > DEFAULT_MAX_PIXELS:
+            raise BitstreamError(f"file claims a {W}x{H} image, above the limit of {DEFAULT_MAX_PIXELS / 1e6:.0f} Mpx (COD_MAX_PIXELS)")
         need = bs.packed_size(h * w, self.bits)
         if len(payload) != need:
             raise BitstreamError(f"corrupt file: payload is {len(payload)} bytes, a {H}x{W} image at ds={self.ds} needs {need}")

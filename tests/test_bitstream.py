@@ -105,3 +105,24 @@ def test_grid_size_and_tag():
     assert bs.grid_size(1080, 1920, 4, 16) == (272, 480)
     a = np.arange(12, dtype=np.float32).reshape(3, 4)
     assert bs.model_tag_of(a) == bs.model_tag_of(a.copy()) != bs.model_tag_of(a + 1)
+
+
+def test_random_bytes_and_mutations_only_raise_bitstream_errors():
+    """The parser survives any input: random blobs and mutated valid files."""
+    rng = np.random.default_rng(0)
+    _, data = _sample(b"ab")
+    for trial in range(3000):
+        kind = trial % 3
+        if kind == 0:
+            blob = rng.integers(0, 256, rng.integers(0, 80)).astype(np.uint8).tobytes()
+        elif kind == 1:
+            blob = b"CoD\x01" + rng.integers(0, 256, rng.integers(0, 60)).astype(np.uint8).tobytes()
+        else:
+            arr = np.frombuffer(data, np.uint8).copy()
+            pos = rng.integers(0, len(arr), rng.integers(1, 6))
+            arr[pos] = rng.integers(0, 256, len(pos))
+            blob = arr.tobytes()
+            if blob == data:
+                continue
+        with pytest.raises(BitstreamError):
+            bs.read_cod(blob)

@@ -157,3 +157,14 @@ def test_missing_weights_message():
 def test_name_must_match_weights(tiny_weights):
     with pytest.raises(CheckpointError, match="not codlite-0.5"):
         cod.load("codlite-0.5", weights=tiny_weights["0.0312"])
+
+
+def test_crafted_header_with_valid_crc_is_refused(codecs):
+    """A well-formed file whose header claims an absurd size is refused before decoding."""
+    codec = codecs["0.0312"]
+    header = bs.CodHeader(1, 16, 8, codec.model_tag, 1_000_000, 1_000_000)
+    with pytest.raises(BitstreamError, match="above the limit"):
+        codec.decompress(bs.write_cod(header, b"\0" * 10))
+    header = bs.CodHeader(1, 16, 8, codec.model_tag, 64, 64)
+    with pytest.raises(BitstreamError, match="payload is 10 bytes"):
+        codec.decompress(bs.write_cod(header, b"\0" * 10))
