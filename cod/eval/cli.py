@@ -1,0 +1,238 @@
+"""`cod bench`, `cod plot`, `cod bdrate` and `cod speed`: the evaluation subcommands.
+
+The main CLI calls :func:`add_eval_subcommands` on its subparsers; every handler takes the
+argparse namespace and returns an exit code, and reports bad input as a one-line CodError.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from cod.errors import CodError
+from cod.eval.metrics import METRIC_KEYS, WEIGHTS_ENV
+
+
+# ----------------------------------------------------------------------------- parsing helpers
+def parse_bpps(text: str | None) -> list[float]:
+    """'0.05,0.1,0.2' -> [0.05, 0.1, 0.2] (positive numbers)."""
+    if not text:
+        return []
+    try:
+        values = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise CodError(f"--bpp: expected comma-separated numbers, got {text!r}") from None
+    if any(v <= 0 for v in values):
+        raise CodError(f"--bpp: target rates must be positive, got {text!r}")
+    return values
+
+
+def parse_metrics(text: str | None) -> list[str]:
+    """'psnr-rgb,lpips' -> ['psnr-rgb', 'lpips']; 'all' or empty -> every metric."""
+    if not text or text == "all":
+        return list(METRIC_KEYS)
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    for n in names:
+        if n not in METRIC_KEYS:
+            raise CodError(f"--metrics: unknown metric {n!r}; choose from {', '.join(METRIC_KEYS)}")
+    return names
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'1920x1024' (width x height) -> (height, width)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise CodError(f"--size: expected WIDTHxHEIGHT like 1920x1024, got {text!r}") from None
+    if w < 1 or h < 1:
+        raise CodError(f"--size: width and height must be positive, got {text!r}")
+    return h, w
+
+
+def _weights_for(models: list[str], given: list[str]) -> dict[str, str | None]:
+    """--weights values (PATH for a single model, or NAME=PATH) -> model name -> path."""
+    out: dict[str, str | None] = {m: None for m in models}
+    for item in given:
+        name, sep, path = item.partition("=")
+        if sep and name in out:
+            out[name] = path
+        elif not sep and len(models) == 1:
+            out[models[0]] = item
+        elif sep:
+            raise CodError(f"--weights {item}: {name!r} is not one of the --codec models ({', '.join(models) or 'none'})")
+        else:
+            raise CodError(f"--weights {item}: with {len(models)} models use NAME=PATH")
+    return out
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _load_model(name: str, weights: str | None, device: str) -> Any:
+    import cod
+
+    return cod.load(name, weights=weights, device=device)
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+# ----------------------------------------------------------------------------- handlers
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the codecs over the image folder; write one results JSON per curve."""
+    from cod.eval.baselines import get_baseline, is_baseline_name
+    from cod.eval.bench import bench, load_images, save_results
+    from cod.eval.metrics import MetricSuite, default_patch_size
+
+    targets = parse_bpps(args.bpp)
+    metrics = parse_metrics(args.metrics)
+    device = _resolve_device(args.device)
+    names = list(dict.fromkeys(args.codec))
+    models = [n for n in names if not is_baseline_name(n)]
+    weights = _weights_for(models, args.weights or [])
+    if any(is_baseline_name(n) for n in names) and not targets:
+        raise CodError("baseline codecs need target rates: add --bpp 0.05,0.1,0.2")
+    images = load_images(args.image_dir, limit=args.limit, crop=args.crop)
+    patch = args.fid_patch or default_patch_size([img.shape for _, img in images])
+    suite = MetricSuite(metrics, weights_dir=args.weights_dir, device=device, fid_patch=patch)
+    codecs = [get_baseline(n) if is_baseline_name(n) else _load_model(n, weights[n], device) for n in names]
+    results = bench(codecs, images, targets, suite=suite, crop=args.crop, dataset=str(args.image_dir), progress=not args.quiet)
+    print(f"{'curve':<16} {'target':>7} {'bpp':>8} {'PSNR':>7} {'MS-SSIM':>8} {'LPIPS':>7} {'DISTS':>7} {'FID':>7} {'enc s':>7} {'dec s':>7}")
+    for res in results:
+        r = res["results"]
+        for i, bpp in enumerate(r["bpp"]):
+            tgt = res["meta"]["target_bpp"][i]
+            print(
+                f"{res['name'][:16]:<16} {_fmt(tgt, '7.4f'):>7} {bpp:8.4f} {_fmt(r['psnr-rgb'][i], '7.2f'):>7} "
+                f"{_fmt(r['ms-ssim-rgb'][i], '8.4f'):>8} {_fmt(r['lpips'][i], '7.4f'):>7} {_fmt(r['dists'][i], '7.4f'):>7} "
+                f"{_fmt(r['fid'][i], '7.2f'):>7} {r['encoding_time'][i]:7.3f} {r['decoding_time'][i]:7.3f}"
+            )
+        for key, note in res["meta"]["notes"].items():
+            where = res["name"] if key == res["name"] else f"{res['name']}, {key}"
+            print(f"note ({where}): {note}", file=sys.stderr)
+    for res in results:
+        print(f"wrote {save_results(res, args.output)}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """Plot results JSON files as RD curves into one PNG."""
+    from cod.eval.bench import load_results
+    from cod.eval.plot import plot_rd
+
+    results = [load_results(p) for p in args.results]
+    metrics = parse_metrics(args.metrics) if args.metrics else None
+    out = plot_rd(results, args.output, metrics=metrics, log_x=not args.linear_x, title=args.title)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_bdrate(args: argparse.Namespace) -> int:
+    """BD-rate of each test curve against the anchor, for each metric asked."""
+    from cod.eval.bdrate import bd_rate_results
+    from cod.eval.bench import load_results
+
+    anchor = load_results(args.anchor)
+    metrics = parse_metrics(args.metric)
+    rows = []
+    for path in args.tests:
+        test = load_results(path)
+        for metric in metrics:
+            res = bd_rate_results(anchor, test, metric)
+            rows.append(res)
+            if not args.json:
+                print(res.line())
+    if args.json:
+        print(json.dumps([r.__dict__ for r in rows], indent=1))
+    return 0
+
+
+def cmd_speed(args: argparse.Namespace) -> int:
+    """Time one codec (a model or a baseline at --quality) at one image size."""
+    from cod.eval.baselines import FixedQuality, get_baseline, is_baseline_name
+    from cod.eval.speed import format_speed, speed
+
+    size = parse_size(args.size)
+    device = _resolve_device(args.device)
+    if is_baseline_name(args.model):
+        codec: Any = FixedQuality(get_baseline(args.model), args.quality)
+    else:
+        codec = _load_model(args.model, args.weights, device)
+    report = speed(codec, size=size, warmup=args.warmup, runs=args.runs, device=device)
+    print(format_speed(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+def add_eval_subcommands(subparsers: Any) -> None:
+    """Add `bench`, `plot`, `bdrate` and `speed` to the main CLI's subparsers."""
+    metric_help = f"comma-separated subset of {','.join(METRIC_KEYS)} (default: all)"
+
+    p = subparsers.add_parser("bench", help="rate-distortion benchmark of codecs over an image folder -> results JSON")
+    p.add_argument("image_dir", help="folder of images (searched recursively)")
+    p.add_argument("--codec", action="append", required=True, help="a baseline (jpeg, webp, avif, avif-down4, jpegxl, jpeg2000, hevc) or a model (codlite-0.0312); repeat")
+    p.add_argument("--weights", action="append", default=[], help="model weights: PATH (one model) or NAME=PATH; repeat")
+    p.add_argument("--bpp", default=None, help="target bpps for the baselines, comma-separated (e.g. 0.05,0.1,0.2)")
+    p.add_argument("-o", "--output", default="results", help="output folder for NAME.json files (default: results)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--crop", type=int, default=None, help="centre-crop images to CROPxCROP (Kodak-512: --crop 512)")
+    p.add_argument("--metrics", default=None, help=metric_help)
+    p.add_argument("--weights-dir", default=None, help=f"folder with the LPIPS/DISTS backbone files (default: ${WEIGHTS_ENV})")
+    p.add_argument("--fid-patch", type=int, default=None, help="FID/KID patch size (default: 64 for images up to 512x512, else 256)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="device for models and metrics (default: cpu)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_bench)
+
+    p = subparsers.add_parser("plot", help="RD curves of results JSON files -> PNG")
+    p.add_argument("results", nargs="+", help="results JSON files from `cod bench`")
+    p.add_argument("-o", "--output", required=True, help="PNG file to write")
+    p.add_argument("--metrics", default=None, help="panels to draw (default: every metric with values)")
+    p.add_argument("--linear-x", action="store_true", help="linear bpp axis (default: logarithmic)")
+    p.add_argument("--title", default=None)
+    p.set_defaults(func=cmd_plot)
+
+    p = subparsers.add_parser("bdrate", help="Bjøntegaard delta rate (PCHIP) of results JSON files against an anchor")
+    p.add_argument("anchor", help="anchor results JSON")
+    p.add_argument("tests", nargs="+", help="test results JSON file(s)")
+    p.add_argument("--metric", default="psnr-rgb", help="metric(s), comma-separated, or 'all' (default: psnr-rgb)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    p.set_defaults(func=cmd_bdrate)
+
+    p = subparsers.add_parser("speed", help="encode/decode latency and peak memory at one image size")
+    p.add_argument("--model", "-m", required=True, help="a model (codlite-0.0312) or a baseline (jpeg, ...) with --quality")
+    p.add_argument("--size", default="1920x1024", help="WIDTHxHEIGHT (default: 1920x1024)")
+    p.add_argument("--weights", "-w", default=None, help="model weights file (default: the installed weights)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="default: cpu")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls first (default: 2)")
+    p.add_argument("--runs", type=int, default=10, help="timed calls (default: 10)")
+    p.add_argument("--quality", type=float, default=75, help="quality for a baseline codec (default: 75)")
+    p.add_argument("--json", default=None, help="also write the full report to this JSON file")
+    p.set_defaults(func=cmd_speed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m cod.eval.cli``) until the main CLI registers these commands."""
+    parser = argparse.ArgumentParser(prog="cod-eval", description="cod evaluation commands")
+    add_eval_subcommands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CodError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Rate-distortion curves, one panel per metric, to a PNG (matplotlib's Agg canvas, no pyplot)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from cod.errors import CodError
+from cod.eval.metrics import LOWER_IS_BETTER
+
+#: Panel order and axis labels.
+PLOT_METRICS: dict[str, str] = {
+    "psnr-rgb": "PSNR-RGB [dB]",
+    "ms-ssim-rgb": "MS-SSIM (RGB)",
+    "lpips": "LPIPS-Alex",
+    "lpips-vgg": "LPIPS-VGG",
+    "dists": "DISTS",
+    "fid": "FID",
+    "kid": "KID",
+}
+
+
+def _log_bpp_axis(ax, bpps: Sequence[float]) -> None:
+    """Log x axis with plain labels at 1-2-5 steps (no overlapping minor labels)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    ax.set_xscale("log")
+    lo, hi = min(bpps), max(bpps)
+    ticks = [m * 10.0**e for e in range(-5, 3) for m in (1, 2, 5) if lo / 1.5 <= m * 10.0**e <= hi * 1.5]
+    if len(ticks) >= 2:
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _has_values(results: Sequence[Mapping[str, Any]], metric: str) -> bool:
+    return any(v is not None for r in results for v in r["results"].get(metric, []))
+
+
+def plot_rd(
+    results: Sequence[Mapping[str, Any]],
+    out_path: str | Path,
+    metrics: Iterable[str] | None = None,
+    log_x: bool = True,
+    title: str | None = None,
+) -> Path:
+    """Plot every results dict as one curve per panel (bpp on x) and save a PNG.
+
+    ``metrics`` defaults to every metric that has values in some curve; FID/KID panels name
+    their patch size. Returns the written path.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not results:
+        raise CodError("nothing to plot: no results given")
+    wanted = list(metrics) if metrics is not None else [m for m in PLOT_METRICS if _has_values(results, m)]
+    unknown = [m for m in wanted if m not in PLOT_METRICS]
+    if unknown:
+        raise CodError(f"cannot plot metric {unknown[0]!r}; choose from {', '.join(PLOT_METRICS)}")
+    wanted = [m for m in wanted if _has_values(results, m)]
+    if not wanted:
+        raise CodError("nothing to plot: no metric has values in these results")
+
+    cols = min(3, len(wanted))
+    rows = math.ceil(len(wanted) / cols)
+    fig = Figure(figsize=(5.0 * cols, 3.8 * rows))
+    FigureCanvasAgg(fig)  # Agg canvas, no pyplot state
+    axes = fig.subplots(rows, cols, squeeze=False)
+    markers = "os^Dv<>pX*h"
+    for i, metric in enumerate(wanted):
+        ax = axes[i // cols][i % cols]
+        for j, res in enumerate(results):
+            pts = [(b, v) for b, v in zip(res["results"]["bpp"], res["results"].get(metric, [])) if v is not None]
+            if not pts:
+                continue
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, marker=markers[j % len(markers)], markersize=5, linewidth=1.5, label=str(res.get("name", f"curve {j}")))
+        label = PLOT_METRICS[metric]
+        if metric in ("fid", "kid"):
+            patch = next((r.get("meta", {}).get("fid_patch_size") for r in results if r.get("meta", {}).get("fid_patch_size")), None)
+            if patch:
+                label += f" (patch {patch})"
+        arrow = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
+        ax.set_title(f"{label}, {arrow}", fontsize=10)
+        ax.set_xlabel("bits per pixel")
+        ax.set_ylabel(label)
+        if log_x:
+            _log_bpp_axis(ax, [b for r in results for b in r["results"]["bpp"]])
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    for k in range(len(wanted), rows * cols):
+        axes[k // cols][k % cols].set_visible(False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png", dpi=110)
+    return out

@@ -1,0 +1,190 @@
+"""Encode/decode latency and peak memory of one codec at one image size.
+
+CPU: wall time with ``time.perf_counter``; peak memory = the highest resident set size
+(psutil, sampled every millisecond in a thread) during the timed runs minus the RSS before them.
+CUDA: the device is synchronised before and after every call; peak memory is
+``torch.cuda.max_memory_allocated`` during the timed runs minus the memory allocated before them.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from cod.errors import CodError
+
+
+def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A deterministic photo-like test image: smooth colour fields plus fine texture."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, size=(max(2, height // 64), max(2, width // 64), 3), dtype=np.uint8)
+    smooth = np.asarray(Image.fromarray(coarse, "RGB").resize((width, height), Image.Resampling.BICUBIC), dtype=np.float64)
+    texture = rng.normal(0.0, 12.0, size=(height, width, 3))
+    return np.clip(smooth + texture, 0, 255).astype(np.uint8)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo, else platform)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def hardware_info(device: torch.device) -> dict[str, Any]:
+    """CPU model, logical CPUs and, on CUDA, the GPU's name."""
+    info: dict[str, Any] = {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "gpu": None}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _stats_ms(seconds: list[float]) -> dict[str, Any]:
+    ms = np.asarray(seconds) * 1000.0
+    q1, med, q3 = np.percentile(ms, [25, 50, 75])
+    return {"median": float(med), "min": float(ms.min()), "max": float(ms.max()), "q1": float(q1), "q3": float(q3), "all": [float(x) for x in ms]}
+
+
+class _PeakRss:
+    """Samples this process's RSS in a background thread; ``peak_delta_mb`` after ``stop``."""
+
+    def __init__(self, interval_s: float = 0.001) -> None:
+        import psutil
+
+        self._proc = psutil.Process()
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self.start_rss = self._proc.memory_info().rss
+        self.peak = self.start_rss
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            time.sleep(self._interval)
+
+    def __enter__(self) -> "_PeakRss":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    @property
+    def peak_delta_mb(self) -> float:
+        return (self.peak - self.start_rss) / 2**20
+
+
+def _timed_runs(fn: Callable[[], Any], runs: int, device: torch.device) -> tuple[list[float], float, Any]:
+    """Run ``fn`` ``runs`` times; (seconds per run, peak memory delta in MiB, last result)."""
+    cuda = device.type == "cuda"
+    times: list[float] = []
+    out = None
+    if cuda:
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        for _ in range(runs):
+            torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            out = fn()
+            torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - t0)
+        return times, (torch.cuda.max_memory_allocated(device) - base) / 2**20, out
+    with _PeakRss() as mem:
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            out = fn()
+            times.append(time.perf_counter() - t0)
+    return times, mem.peak_delta_mb, out
+
+
+def _dtype_of(codec: Any) -> str:
+    model = getattr(codec, "model", None)
+    if isinstance(model, torch.nn.Module):
+        for p in model.parameters():
+            return str(p.dtype).replace("torch.", "")
+    return "n/a (classical codec, uint8 pixels)"
+
+
+def speed(
+    codec: Any,
+    size: tuple[int, int] = (1024, 1920),
+    warmup: int = 2,
+    runs: int = 10,
+    device: str | torch.device | None = None,
+    image: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Time ``codec.compress``/``decompress`` on one HxW image; returns a JSON-able report.
+
+    ``device`` defaults to the codec's ``.device`` (else cpu); the first ``warmup`` calls of
+    each are not timed. ``image`` defaults to :func:`synthetic_image` of ``size``.
+    """
+    if runs < 1 or warmup < 0:
+        raise CodError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    dev = torch.device(device if device is not None else getattr(codec, "device", "cpu"))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CodError("speed on cuda asked for, but no CUDA GPU is available")
+    h, w = size
+    if h < 1 or w < 1:
+        raise CodError(f"image size must be positive, got {w}x{h}")
+    img = synthetic_image(h, w) if image is None else image
+    if img.shape[:2] != (h, w):
+        raise CodError(f"image is {img.shape[1]}x{img.shape[0]}, expected {w}x{h}")
+
+    data = b""
+    for _ in range(warmup):
+        data = codec.compress(img)
+        codec.decompress(data)
+    enc_times, enc_mem, data = _timed_runs(lambda: codec.compress(img), runs, dev)
+    dec_times, dec_mem, _ = _timed_runs(lambda: codec.decompress(data), runs, dev)
+    return {
+        "codec": str(getattr(codec, "name", type(codec).__name__)),
+        "size": [h, w],
+        "device": str(dev),
+        "hardware": hardware_info(dev),
+        "threads": torch.get_num_threads(),
+        "dtype": _dtype_of(codec),
+        "torch": torch.__version__,
+        "warmup": warmup,
+        "runs": runs,
+        "encode_ms": _stats_ms(enc_times),
+        "decode_ms": _stats_ms(dec_times),
+        "bytes": len(data),
+        "bpp": 8.0 * len(data) / (h * w),
+        "peak_memory": {
+            "kind": "cuda max_memory_allocated delta" if dev.type == "cuda" else "process RSS peak delta",
+            "encode_mib": enc_mem,
+            "decode_mib": dec_mem,
+        },
+    }
+
+
+def format_speed(report: dict[str, Any]) -> str:
+    """A short human-readable summary of a :func:`speed` report."""
+    hw = report["hardware"]
+    where = hw["gpu"] or hw["cpu"]
+    h, w = report["size"]
+    lines = [
+        f"{report['codec']} at {w}x{h} on {report['device']} ({where}), {report['threads']} threads, dtype {report['dtype']}",
+        f"warm-up {report['warmup']}, timed runs {report['runs']}; {report['bytes']} bytes = {report['bpp']:.4f} bpp",
+    ]
+    for key, label in (("encode_ms", "encode"), ("decode_ms", "decode")):
+        s = report[key]
+        lines.append(f"{label}: median {s['median']:.1f} ms (IQR {s['q1']:.1f}-{s['q3']:.1f}, min {s['min']:.1f}, max {s['max']:.1f})")
+    mem = report["peak_memory"]
+    lines.append(f"peak memory ({mem['kind']}): encode {mem['encode_mib']:.1f} MiB, decode {mem['decode_mib']:.1f} MiB")
+    return "\n".join(lines)
