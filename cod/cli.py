@@ -176,7 +176,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from cod.eval_basic import ms_ssim, psnr
+    from cod.eval.metrics import ms_ssim, psnr
     from cod.image_io import atomic_write_bytes, list_images, read_image
 
     files = list_images(args.inputs)
@@ -322,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list models and installed weights")
     p.set_defaults(func=cmd_models)
+
+    from cod.eval.cli import add_eval_subcommands
+
+    add_eval_subcommands(sub)  # bench, plot, bdrate, speed
     return parser
 
 
@@ -338,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ImportError as exc:
+        print(f"error: missing optional dependency {exc.name or exc}; install it with: pip install 'cod[eval]'", file=sys.stderr)
+        return 2
     except (OSError, MemoryError) as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
