@@ -323,6 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list models and installed weights")
     p.set_defaults(func=cmd_models)
 
+    p = sub.add_parser("train", help="train one stage from a YAML config (cod/train/configs)")
+    p.add_argument("config", help="config file or shipped name (e.g. tiny-pretrain, codlite-pretrain-stage1)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value (dotted key, YAML value)")
+    p.add_argument("-o", "--output", default=None, help="output folder (default: the config's)")
+    p.set_defaults(func=lambda a: __import__("cod.train.run", fromlist=["main"]).main(a))
+
     from cod.eval.cli import add_eval_subcommands
 
     add_eval_subcommands(sub)  # bench, plot, bdrate, speed

@@ -1,0 +1,1 @@
+"""Training: data, losses, Lightning modules and stage configs (`cod train CONFIG`)."""

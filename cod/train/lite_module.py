@@ -1,0 +1,137 @@
+"""Lightning module for the CoD-Lite stages (CoD-Lite spec §4).
+
+stage ``pretrain`` (I): compression-oriented diffusion pre-training of the lite network:
+    rectified-flow velocity loss at logit-normal t, codec reconstruction head, alignment of
+    DiCo block 8 and of the condition tokens to a frozen backbone, VQ loss, 10 % condition
+    dropout to the null image (all -1); optional one-step t=0 term (unified post-training).
+stage ``onestep`` (II-1): one-step reconstruction fine-tuning: L1 + perceptual (LPIPS-VGG +
+    0.5 LPIPS-Alex, or MS-SSIM in the backbone-free recipe) + alignment + VQ; optional LoRA.
+
+Randomness (noise, t, dropout) comes from a generator seeded by (seed, global step, rank),
+so a resumed run repeats the uninterrupted one exactly.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+
+from cod.models.lite import CoDLite, build_codlite
+from cod.train.backbones import build_token_backbone
+from cod.train.losses import CodecReconHead, alignment_loss, flow_interpolate, map_to_tokens, ms_ssim_loss, projection_mlp
+
+DEFAULT_LOSS: dict[str, Any] = {
+    # stage I (CoD-Lite spec §4.2)
+    "fm": 1.0,
+    "codec_recon": 1.0,
+    "align": 0.5,
+    "codec_align": 0.5,
+    "vq": 0.25,
+    "one_step": 0.0,
+    "cfg_dropout": 0.1,
+    "align_block": 7,  # output of the 8th DiCo block
+    "v_clamp_min": 0.05,
+    # stage II-1 (CoD-Lite spec §4.4)
+    "l1": 1.0,
+    "perceptual": "ms-ssim",  # "lpips" (VGG + 0.5 Alex, needs backbone weights) or "ms-ssim"
+    "perceptual_weight": 1.0,
+}
+
+
+class CoDLiteModule(pl.LightningModule):
+    """Trains a CoDLite network; ``self.net`` is the network that gets exported."""
+
+    def __init__(self, model_config: dict[str, Any], stage: str = "pretrain", lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, loss: dict[str, Any] | None = None, backbone: str = "none", backbone_weights: str | None = None, seed: int = 0, lora: dict[str, Any] | None = None, lpips_weights_dir: str | None = None):
+        super().__init__()
+        if stage not in ("pretrain", "onestep"):
+            raise ValueError(f"unknown stage {stage!r}")
+        self.save_hyperparameters()
+        self.stage, self.seed = stage, seed
+        self.loss_cfg = {**DEFAULT_LOSS, **(loss or {})}
+        self.net: CoDLite = build_codlite(model_config)
+        self.net.set_attention(windowed=False)  # training attends globally (spec §2.7)
+        self.backbone = build_token_backbone(backbone, backbone_weights)
+        hidden = model_config.get("hidden_size", 384)
+        if self.backbone is not None:
+            self.proj = projection_mlp(hidden, self.backbone.dim)
+            if stage == "pretrain":
+                self.proj_codec = projection_mlp(hidden, self.backbone.dim)
+        if stage == "pretrain":
+            self.recon_codec = CodecReconHead(hidden, 3, model_config.get("patch_size", 16))
+        self.lpips = None
+        if stage == "onestep" and self.loss_cfg["perceptual"] == "lpips":
+            from cod.eval.metrics import build_lpips, load_lpips  # local backbone weights, clear error when absent
+
+            make = (lambda net: build_lpips(net, None)) if lpips_weights_dir == "random" else (lambda net: load_lpips(net, lpips_weights_dir))
+            self.lpips = torch.nn.ModuleDict({"vgg": make("vgg"), "alex": make("alex")}).requires_grad_(False)
+        self.lora_cfg = lora
+
+    # ------------------------------------------------------------------ helpers
+    def _generator(self) -> torch.Generator:
+        g = torch.Generator(device=self.device)
+        g.manual_seed(self.seed * 1_000_003 + self.global_step * 1009 + self.global_rank)
+        return g
+
+    def _block_tokens(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        return map_to_tokens(feats[min(self.loss_cfg["align_block"], len(feats) - 1)])
+
+    # ------------------------------------------------------------------ stage I
+    def _pretrain_losses(self, y01: torch.Tensor) -> dict[str, torch.Tensor]:
+        c, g = self.loss_cfg, self._generator()
+        b = y01.shape[0]
+        x = 2 * y01 - 1
+        drop = torch.rand(b, generator=g, device=self.device) < c["cfg_dropout"]
+        cond_in = torch.where(drop.view(-1, 1, 1, 1), torch.full_like(y01, -1.0), y01)
+        cond, q = self.net.condition(cond_in)
+        t = torch.sigmoid(torch.randn(b, generator=g, device=self.device))
+        noise = torch.randn(x.shape, generator=g, device=self.device)
+        x_t = flow_interpolate(x, noise, t)
+        pred, feats = self.net.predict(x_t, t, cond, return_features=True)
+        denom = (1 - t).clamp(min=c["v_clamp_min"]).view(-1, 1, 1, 1)
+        losses = {"fm": F.mse_loss((pred - x_t) / denom, (x - x_t) / denom), "vq": q.loss}
+        keep = (~drop).float()
+        losses["codec_recon"] = ((self.recon_codec(cond) - x).pow(2).mean(dim=(1, 2, 3)) * keep).sum() / keep.sum().clamp(min=1)
+        if self.backbone is not None:
+            target = self.backbone(y01)
+            losses["align"] = alignment_loss(self.proj(self._block_tokens(feats)), target)
+            losses["codec_align"] = alignment_loss(self.proj_codec(map_to_tokens(cond))[~drop], target[~drop]) if keep.sum() > 0 else cond.sum() * 0
+        if c["one_step"]:
+            x0 = self.net.predict(noise, torch.zeros(b, device=self.device), cond)
+            losses["one_step"] = F.mse_loss(x0, x)
+        return losses
+
+    # ------------------------------------------------------------------ stage II-1
+    def _onestep_losses(self, y01: torch.Tensor) -> dict[str, torch.Tensor]:
+        c = self.loss_cfg
+        x = 2 * y01 - 1
+        out = self.net(y01, return_features=self.backbone is not None)
+        rec = out.reconstruction
+        losses = {"l1": (rec - x).abs().mean(), "vq": out.vq_loss}
+        if c["perceptual"] == "lpips":
+            losses["perceptual"] = self.lpips["vgg"](rec, x).mean() + 0.5 * self.lpips["alex"](rec, x).mean()
+        elif c["perceptual"] == "ms-ssim":
+            losses["perceptual"] = ms_ssim_loss(rec, x)
+        if self.backbone is not None:
+            losses["align"] = alignment_loss(self.proj(self._block_tokens(out.features)), self.backbone(y01))
+        return losses
+
+    def _weights(self) -> dict[str, float]:
+        c = self.loss_cfg
+        if self.stage == "pretrain":
+            return {"fm": c["fm"], "codec_recon": c["codec_recon"], "align": c["align"], "codec_align": c["codec_align"], "vq": c["vq"], "one_step": c["one_step"]}
+        return {"l1": c["l1"], "perceptual": c["perceptual_weight"], "align": c["align"], "vq": c["vq"]}
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        losses = self._pretrain_losses(batch) if self.stage == "pretrain" else self._onestep_losses(batch)
+        w = self._weights()
+        total = sum(w[k] * v for k, v in losses.items())
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=False, on_step=True)
+        self.log("train/loss", total.detach(), prog_bar=True, on_step=True)
+        return total
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        h = self.hparams
+        return torch.optim.AdamW(params, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)

@@ -1,0 +1,209 @@
+"""`cod train CONFIG [--set key=value ...]`: one stage of training from a YAML config.
+
+The config (see cod/train/configs/) names the stage, the model, the data, the optimiser
+and the trainer. Each run writes ``<output>/checkpoints/last.ckpt`` (Lightning, for
+resuming) and, at the end, ``<output>/model.safetensors``: the EMA weights with the model
+config embedded (LoRA merged), which `cod.load` and the next stage's ``init_from`` read.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import yaml
+from torch.utils.data import DataLoader, Sampler
+
+from cod.errors import CodError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+# ------------------------------------------------------------------ config
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(name_or_path: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    """A stage config from a path or a shipped name (``tiny-pretrain``), with ``a.b=value``
+    overrides (values parsed as YAML). ``base: NAME`` inherits from another config."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+        raise CodError(f"config {name_or_path!r} not found (shipped configs: {shipped})")
+    cfg = yaml.safe_load(path.read_text()) or {}
+    if "base" in cfg:
+        cfg = _merge(load_config(cfg.pop("base")), cfg)
+    for item in overrides or []:
+        if "=" not in item:
+            raise CodError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        node = cfg
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return cfg
+
+
+def model_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    from cod.zoo import get_config
+
+    m = cfg.get("model", {})
+    mc = get_config(m["name"]) if "name" in m else {}
+    mc.update(m.get("overrides", {}))
+    mc["name"] = m.get("save_name", mc.get("name", "codlite-custom"))
+    return mc
+
+
+# ------------------------------------------------------------------ data
+class StepSampler(Sampler[int]):
+    """Indices for global steps ``start_step`` on: rank r of w takes its slice of each
+    global batch. Deterministic, so resuming continues with the very next batch."""
+
+    def __init__(self, batch_size: int, accumulate: int, max_steps: int, rank: int = 0, world: int = 1, start_step: int = 0):
+        self.batch, self.accumulate, self.max_steps = batch_size, accumulate, max_steps
+        self.rank, self.world, self.start_step = rank, world, start_step
+
+    def __iter__(self) -> Iterator[int]:
+        per_step = self.batch * self.accumulate * self.world
+        for step in range(self.start_step, self.max_steps):
+            for micro in range(self.accumulate):
+                base = step * per_step + (micro * self.world + self.rank) * self.batch
+                yield from range(base, base + self.batch)
+
+    def __len__(self) -> int:
+        return (self.max_steps - self.start_step) * self.batch * self.accumulate
+
+
+# ------------------------------------------------------------------ run
+def _init_weights(module, path: str, strict: bool) -> None:
+    from cod.checkpoint import check_state_dict, read_weights
+
+    _, state = read_weights(path)
+    own = module.net.state_dict()
+    if strict:
+        check_state_dict(module.net, state)
+    else:
+        state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    missing = module.net.load_state_dict(state, strict=False).missing_keys
+    print(f"initialised from {path}: {len(state)} tensors" + (f", {len(missing)} kept fresh" if missing else ""))
+
+
+def _apply_lora(module, lora: dict[str, Any]) -> None:
+    """LoRA on the diffusion CNN, full training of the codec and depthwise convs (spec §4.4).
+
+    Unlike the official name matching (spec §9.6) we also fully train ``pixel_condition_proj``
+    (official ``y_embedder_x``) and the pixel head's norms instead of freezing them by accident.
+    """
+    import peft
+    from torch import nn
+
+    targets, full = [], ["condition", "pixel_condition_proj"]
+    for name, m in module.net.named_modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)) and not name.startswith(("condition", "pixel_condition_proj")):
+            if isinstance(m, nn.Conv2d) and m.groups > 1:
+                full.append(name)
+            else:
+                targets.append(name)
+    full += [n for n, m in module.net.named_modules() if isinstance(m, (nn.LayerNorm,)) or n.endswith("final_layer.norm")]
+    cfg = peft.LoraConfig(r=lora.get("r", 32), lora_alpha=lora.get("alpha", 32), lora_dropout=0.0, bias="none", target_modules=targets, modules_to_save=sorted(set(full)))
+    module.net = peft.get_peft_model(module.net, cfg)
+
+
+def train(cfg: dict[str, Any]) -> Path:
+    """Run one stage; returns the path of the exported model.safetensors."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+
+    from cod.checkpoint import save_weights
+    from cod.train.data import RandomCropDataset
+    from cod.train.lite_module import CoDLiteModule
+
+    out = Path(cfg.get("output", "runs/train"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    seed = int(cfg.get("seed", 0))
+    pl.seed_everything(seed, workers=True, verbose=False)
+    mc = model_config(cfg)
+    opt, tr, data = cfg.get("optim", {}), cfg.get("trainer", {}), cfg["data"]
+    module = CoDLiteModule(mc, stage=cfg["stage"], lr=float(opt.get("lr", 1e-4)), betas=tuple(opt.get("betas", (0.9, 0.999))), weight_decay=float(opt.get("weight_decay", 0.0)), loss=cfg.get("loss"), backbone=cfg.get("backbone", "none"), backbone_weights=cfg.get("backbone_weights"), seed=seed, lpips_weights_dir=cfg.get("lpips_weights_dir"))
+    if cfg.get("init_from"):
+        _init_weights(module, cfg["init_from"], bool(cfg.get("init_strict", True)))
+    if cfg.get("lora"):
+        _apply_lora(module, cfg["lora"])
+
+    max_steps = int(tr["max_steps"])
+    batch = int(data["batch_size"])
+    world = int(tr.get("devices", 1)) * int(tr.get("num_nodes", 1)) if str(tr.get("devices", 1)).isdigit() else 1
+    accumulate = int(tr.get("accumulate_grad_batches", 0)) or max(1, math.ceil(int(data.get("global_batch", batch)) / (batch * world)))
+    dataset = RandomCropDataset(data["sources"], int(data["size"]), flip=bool(data.get("flip", True)), seed=seed)
+    print(f"training data: {len(dataset.files)} images ({dataset.stats.summary()})")
+
+    ckpt_dir = out / "checkpoints"
+    resume = ckpt_dir / "last.ckpt" if cfg.get("resume", True) and (ckpt_dir / "last.ckpt").is_file() else None
+    start_step = torch.load(resume, map_location="cpu", weights_only=False)["global_step"] if resume else 0
+
+    class Data(pl.LightningDataModule):
+        def train_dataloader(self):
+            trainer = self.trainer
+            sampler = StepSampler(batch, accumulate, max_steps, trainer.global_rank, trainer.world_size, start_step)
+            return DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=int(data.get("workers", 0)), drop_last=True, persistent_workers=False)
+
+    loggers: list[Any] = [pl.loggers.CSVLogger(out, name="logs")]
+    try:
+        loggers.append(pl.loggers.TensorBoardLogger(out, name="tb"))
+    except ModuleNotFoundError:
+        pass
+    callbacks = [
+        EMAWeightAveraging(decay=float(cfg.get("ema_decay", 0.9999))),
+        ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=int(tr.get("checkpoint_every", 1000)), save_top_k=0 if not tr.get("keep_checkpoints") else -1),
+    ]
+    trainer = pl.Trainer(
+        max_steps=max_steps,
+        accumulate_grad_batches=accumulate,
+        accelerator=tr.get("accelerator", "auto"),
+        devices=tr.get("devices", 1),
+        num_nodes=int(tr.get("num_nodes", 1)),
+        strategy=tr.get("strategy", "auto"),
+        precision=tr.get("precision", "32-true"),
+        callbacks=callbacks,
+        logger=loggers,
+        log_every_n_steps=int(tr.get("log_every", 10)),
+        enable_progress_bar=bool(tr.get("progress_bar", True)),
+        use_distributed_sampler=False,
+        enable_model_summary=False,
+        max_epochs=-1,
+        gradient_clip_val=tr.get("gradient_clip_val"),
+        deterministic=bool(tr.get("deterministic", False)),
+    )
+    trainer.fit(module, datamodule=Data(), ckpt_path=str(resume) if resume else None)
+    # EMAWeightAveraging has swapped the averaged weights into the module at the end of fit.
+    net = module.net
+    if cfg.get("lora"):
+        net = net.merge_and_unload()
+    path = out / "model.safetensors"
+    if trainer.world_size > 1:  # lets a user (and the tests) check that every rank agrees
+        import hashlib
+
+        digest = hashlib.sha256(b"".join(v.detach().cpu().contiguous().numpy().tobytes() for v in net.state_dict().values())).hexdigest()
+        (out / f"weights-rank{trainer.global_rank}.sha256").write_text(digest + "\n")
+    if trainer.is_global_zero:
+        save_weights(path, net.state_dict(), mc)
+        print(f"exported EMA weights to {path}")
+    return path
+
+
+def main(args) -> int:
+    cfg = load_config(args.config, args.set)
+    if args.output:
+        cfg["output"] = args.output
+    train(cfg)
+    return 0
