@@ -81,3 +81,50 @@ def test_ddp_two_processes_cpu(tmp_path):
     h1 = (tmp_path / "weights-rank1.sha256").read_text()
     assert h0 == h1
     assert (tmp_path / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("name", ["codlite-pretrain-stage1", "codlite-pretrain-stage2", "codlite-pretrain-stage3", "codlite-onestep", "codlite-free-pretrain", "codlite-free-onestep"])
+def test_shipped_paper_configs_build(name):
+    """Every shipped stage config resolves to a buildable full-size model."""
+    from cod.models.lite import build_codlite
+    from cod.train.run import model_config
+
+    cfg = load_config(name)
+    mc = model_config(cfg)
+    assert cfg["stage"] in ("pretrain", "onestep") and cfg["trainer"]["max_steps"] >= 50_000
+    with torch.device("meta"):
+        model = build_codlite(mc)
+    assert sum(p.numel() for p in model.parameters()) > 90e6
+
+
+def test_config_overrides_and_errors():
+    from cod.errors import CodError
+
+    cfg = load_config("tiny-pretrain", ["trainer.max_steps=7", "loss.vq=0.5", "model.overrides.hidden_size=32"])
+    assert cfg["trainer"]["max_steps"] == 7 and cfg["loss"]["vq"] == 0.5 and cfg["model"]["overrides"]["hidden_size"] == 32
+    with pytest.raises(CodError, match="not found"):
+        load_config("no-such-config")
+    with pytest.raises(CodError, match="key=value"):
+        load_config("tiny-pretrain", ["oops"])
+
+
+def test_training_on_kodak_is_refused(tmp_path):
+    from cod.errors import CodError
+    from cod.train.data import RandomCropDataset
+
+    with pytest.raises(CodError, match="evaluation set"):
+        RandomCropDataset([DATA / "kodak"], 64)
+
+
+def test_bad_and_small_images_are_skipped_and_counted(tmp_path):
+    from PIL import Image
+
+    from cod.train.data import RandomCropDataset
+
+    Image.new("RGB", (80, 90), (10, 20, 30)).save(tmp_path / "ok.png")
+    Image.new("RGB", (20, 20)).save(tmp_path / "small.png")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8garbage")
+    ds = RandomCropDataset([tmp_path], 64)
+    assert len(ds.files) == 1 and len(ds.stats.too_small) == 1 and len(ds.stats.unreadable) == 1
+    a, b = ds[0], ds[0]
+    assert a.shape == (3, 64, 64) and torch.equal(a, b)  # a crop is a function of its index

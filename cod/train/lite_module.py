@@ -127,8 +127,9 @@ class CoDLiteModule(pl.LightningModule):
         losses = self._pretrain_losses(batch) if self.stage == "pretrain" else self._onestep_losses(batch)
         w = self._weights()
         total = sum(w[k] * v for k, v in losses.items())
-        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=False, on_step=True)
-        self.log("train/loss", total.detach(), prog_bar=True, on_step=True)
+        if self._trainer is not None:
+            self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=False, on_step=True)
+            self.log("train/loss", total.detach(), prog_bar=True, on_step=True)
         return total
 
     def configure_optimizers(self):

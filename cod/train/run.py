@@ -118,6 +118,18 @@ def _apply_lora(module, lora: dict[str, Any]) -> None:
     module.net = peft.get_peft_model(module.net, cfg)
 
 
+def _world_size(tr: dict[str, Any]) -> int:
+    """Processes the trainer will run (for gradient accumulation to the global batch)."""
+    devices = tr.get("devices", 1)
+    if devices in ("auto", -1, "-1"):
+        n = torch.cuda.device_count() if tr.get("accelerator", "auto") in ("auto", "gpu", "cuda") and torch.cuda.is_available() else 1
+    elif isinstance(devices, (list, tuple)):
+        n = len(devices)
+    else:
+        n = int(devices)
+    return max(1, n) * int(tr.get("num_nodes", 1))
+
+
 def train(cfg: dict[str, Any]) -> Path:
     """Run one stage; returns the path of the exported model.safetensors."""
     import lightning.pytorch as pl
@@ -142,7 +154,7 @@ def train(cfg: dict[str, Any]) -> Path:
 
     max_steps = int(tr["max_steps"])
     batch = int(data["batch_size"])
-    world = int(tr.get("devices", 1)) * int(tr.get("num_nodes", 1)) if str(tr.get("devices", 1)).isdigit() else 1
+    world = _world_size(tr)
     accumulate = int(tr.get("accumulate_grad_batches", 0)) or max(1, math.ceil(int(data.get("global_batch", batch)) / (batch * world)))
     dataset = RandomCropDataset(data["sources"], int(data["size"]), flip=bool(data.get("flip", True)), seed=seed)
     print(f"training data: {len(dataset.files)} images ({dataset.stats.summary()})")
