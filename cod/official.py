@@ -6,6 +6,7 @@ table below is the whole mapping, used in both directions.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -152,3 +153,144 @@ def convert_official(ckpt: str | Path, config_yaml: str | Path, prefix: str | No
     cfg = config_from_official_args(read_official_yaml(config_yaml), name)
     picked, ignored = select_prefix(read_official_checkpoint(ckpt, unsafe_pickle), prefix)
     return cfg, official_to_ours(picked), ignored
+
+
+# ========================================================================================
+# CoD (the parent diffusion model; CoD spec §7). Checkpoints hold the EMA weights under
+# ``ema_denoiser.`` (plus ``denoiser.`` online weights and ``diffusion_trainer.`` heads,
+# both ignored). Official module names -> ours: the top-level table below, and the single
+# official ``blocks`` list split in two at ``num_cond_blocks``:
+#   pixel:  blocks.{i < n} -> encoder_blocks.{i},  blocks.{n + j} -> pixel_blocks.{j}
+#   latent: blocks.{i < n} -> encoder_blocks.{i},  blocks.{n + j} -> decoder_blocks.{j}
+# Names inside a block are the official ones.
+COD_CHECKPOINT_PREFIX = "ema_denoiser."
+
+_COD_COMMON_RENAMES: list[tuple[str, str]] = [
+    ("y_embedder.encoder.", "condition.encoder."),
+    ("y_embedder.bottleneck.embedding.", "condition.quantizer.codebook."),
+    ("y_embedder.decoder.", "condition.decoder."),
+    ("t_embedder.", "time_embedder."),
+    ("s_embedder.proj.", "encoder_embedder."),
+    ("final_layer.", "final_layer."),
+]
+COD_PIXEL_RENAMES: list[tuple[str, str]] = _COD_COMMON_RENAMES + [
+    ("y_embedder_x.", "pixel_condition_proj."),
+    ("x_embedder.embedder.", "pixel_embedder.embedder."),
+]
+COD_LATENT_RENAMES: list[tuple[str, str]] = _COD_COMMON_RENAMES + [
+    ("x_embedder.proj.", "decoder_embedder."),
+]
+_COD_TABLES = {"cod-pixel": (COD_PIXEL_RENAMES, "pixel_blocks"), "cod-latent": (COD_LATENT_RENAMES, "decoder_blocks")}
+
+# Official class defaults (PixNerDiT / DDT constructors), for yaml files that omit an argument.
+COD_ARG_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cod-pixel": {"in_channels": 4, "num_groups": 12, "hidden_size": 1152, "hidden_size_x": 64, "nerf_mlpratio": 4, "num_blocks": 18, "num_cond_blocks": 4, "patch_size": 2, "ds": 32, "codebook_bits": 4, "up2x": False, "light": False},
+    "cod-latent": {"in_channels": 4, "num_groups": 12, "hidden_size": 1152, "num_blocks": 18, "num_cond_blocks": 4, "patch_size": 2, "ds": 32, "codebook_bits": 4, "up2x": False, "light": False},
+}
+COD_CLASSES = {"PixNerDiT": "cod-pixel", "DDT": "cod-latent"}
+
+
+def _cod_table(family: str) -> tuple[list[tuple[str, str]], str]:
+    if family not in _COD_TABLES:
+        raise CheckpointError(f"not a CoD family: {family!r} (cod-pixel or cod-latent)")
+    return _COD_TABLES[family]
+
+
+def cod_official_to_ours(state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Rename bare official CoD keys (prefix already stripped) to ours; an unknown key is an
+    error naming it. ``config`` gives the family and num_cond_blocks."""
+    table, head = _cod_table(config["family"])
+    n = int(config["num_cond_blocks"])
+    out = {}
+    for k, v in state.items():
+        m = re.match(r"blocks\.(\d+)\.(.+)$", k)
+        if m:
+            i = int(m.group(1))
+            new = f"encoder_blocks.{i}.{m.group(2)}" if i < n else f"{head}.{i - n}.{m.group(2)}"
+        else:
+            new = _rename(k, table)
+        if new is None:
+            raise CheckpointError(f"unexpected key in official {config['family']} checkpoint: {k!r}")
+        out[new] = v
+    return out
+
+
+def cod_ours_to_official(state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Inverse of cod_official_to_ours (bare official keys, no prefix)."""
+    table, head = _cod_table(config["family"])
+    n = int(config["num_cond_blocks"])
+    out = {}
+    for k, v in state.items():
+        m = re.match(rf"(encoder_blocks|{head})\.(\d+)\.(.+)$", k)
+        if m:
+            i = int(m.group(2)) + (0 if m.group(1) == "encoder_blocks" else n)
+            new = f"blocks.{i}.{m.group(3)}"
+        else:
+            new = _rename(k, table, reverse=True)
+        if new is None:
+            raise CheckpointError(f"key {k!r} has no official name")
+        out[new] = v
+    return out
+
+
+def cod_config_from_official_args(family: str, init_args: Mapping[str, Any], name: str | None = None) -> dict[str, Any]:
+    """Our CoD config (cod.zoo layout) from the official constructor arguments."""
+    from cod.zoo import COD_FAMILIES, COD_RATES, cod_config, rate_label
+
+    if family not in COD_FAMILIES:
+        raise CheckpointError(f"not a CoD family: {family!r}")
+    args = dict(COD_ARG_DEFAULTS[family])
+    args.update(init_args)
+    ds, bits = int(args["ds"]), int(args["codebook_bits"])
+    rate = next((r for r, v in COD_RATES.items() if v == (ds, bits)), None)
+    cfg = cod_config(family, rate or "0.0039")  # an unknown rate keeps the 0.0039 decode defaults
+    keys = ["in_channels", "patch_size", "hidden_size", "num_groups", "num_blocks", "num_cond_blocks"]
+    if family == "cod-pixel":
+        keys += ["hidden_size_x", "nerf_mlpratio"]
+    cfg.update({k: int(args[k]) for k in keys})
+    cfg.update(ds=ds, codebook_bits=bits, rate=rate or rate_label(ds, bits), up2x=bool(args["up2x"]), light=bool(args["light"]))
+    cfg["name"] = name or f"{family}-{cfg['rate']}{'' if cfg['up2x'] else '-256'}"
+    return cfg
+
+
+def read_official_cod_yaml(path: str | Path) -> tuple[str, dict[str, Any]]:
+    """(family, model.denoiser.init_args) of an official CoD yaml (training or HF config)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+        den = doc["model"]["denoiser"]
+        cls = str(den["class_path"]).rsplit(".", 1)[-1]
+        args = dict(den.get("init_args") or {})
+    except FileNotFoundError:
+        raise CheckpointError(f"config not found: {path}") from None
+    except Exception:  # noqa: BLE001
+        raise CheckpointError(f"{path}: not an official CoD config (no model.denoiser.class_path)") from None
+    if cls not in COD_CLASSES:
+        raise CheckpointError(f"{path}: unknown CoD denoiser class {cls!r} (expected {' or '.join(COD_CLASSES)})")
+    family = COD_CLASSES[cls]
+    latent = (doc.get("model") or {}).get("latent")
+    if latent is not None and bool(latent) != (family == "cod-latent"):
+        raise CheckpointError(f"{path}: model.latent={latent} contradicts the denoiser class {cls}")
+    return family, args
+
+
+def is_official_cod_yaml(path: str | Path) -> bool:
+    """True when the yaml describes a CoD (parent) model rather than CoD-Lite."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+        return "denoiser" in (doc.get("model") or {})
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def convert_official_cod(ckpt: str | Path, config_yaml: str | Path, prefix: str | None = COD_CHECKPOINT_PREFIX, unsafe_pickle: bool = False, name: str | None = None):
+    """(config, our state dict, ignored prefixes) from an official CoD checkpoint + yaml.
+    The EMA weights (``ema_denoiser.``) are taken by default, as the official inference does."""
+    family, args = read_official_cod_yaml(config_yaml)
+    cfg = cod_config_from_official_args(family, args, name)
+    picked, ignored = select_prefix(read_official_checkpoint(ckpt, unsafe_pickle), prefix)
+    return cfg, cod_official_to_ours(picked, cfg), ignored

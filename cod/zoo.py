@@ -89,3 +89,106 @@ def get_config(name: str) -> dict[str, Any]:
     cfg = copy.deepcopy(MODELS[name])
     cfg["name"] = name
     return cfg
+
+
+# ----------------------------------------------------------------------------------------
+# CoD (the diffusion foundation model; CoD spec §2). Rates of the released checkpoints:
+# (ds, codebook bits). 0.0039 is the same rate as CoD-Lite's; 0.00024 is 64 bits per
+# 512x512 image (ds 128).
+COD_RATES: dict[str, tuple[int, int]] = {
+    "0.0039": RATES["0.0039"],
+    "0.00024": (128, 4),
+}
+
+# Decode settings the paper uses (25-step adam2, seed 0; CFG 3.0 pixel and latent-64-bit,
+# 1.25 latent 0.0039; CoD spec §9.1, §15.1). Written into every .cod file (docs/format.md).
+COD_DEFAULT_STEPS = 25
+COD_DEFAULT_SAMPLER = "adam2"
+COD_DEFAULT_SEED = 0
+COD_DEFAULT_CFG: dict[tuple[str, str], float] = {
+    ("cod-pixel", "0.0039"): 3.0,
+    ("cod-pixel", "0.00024"): 3.0,
+    ("cod-latent", "0.0039"): 1.25,
+    ("cod-latent", "0.00024"): 3.0,
+}
+
+# Architectures (cod/configs/{pixel,latent}/*_xl.yaml).
+COD_PIXEL_FULL: dict[str, Any] = {
+    "family": "cod-pixel",
+    "in_channels": 3,
+    "patch_size": 16,
+    "hidden_size": 1152,
+    "num_groups": 16,
+    "hidden_size_x": 64,
+    "nerf_mlpratio": 2,
+    "num_blocks": 30,  # 26 transformer blocks + 4 NeRF pixel blocks
+    "num_cond_blocks": 26,
+    "light": False,
+    "up2x": True,
+    "encoder_channels": 128,
+    "latent_channels": 128,
+}
+COD_LATENT_FULL: dict[str, Any] = {
+    "family": "cod-latent",
+    "in_channels": 4,
+    "patch_size": 2,
+    "hidden_size": 1152,
+    "num_groups": 16,
+    "num_blocks": 28,  # 22 encoder + 6 decoder transformer blocks
+    "num_cond_blocks": 22,
+    "light": False,
+    "up2x": True,
+    "encoder_channels": 128,
+    "latent_channels": 128,
+}
+COD_FAMILIES: dict[str, tuple[int, dict[str, Any]]] = {
+    "cod-pixel": (FAMILY_COD_PIXEL, COD_PIXEL_FULL),
+    "cod-latent": (FAMILY_COD_LATENT, COD_LATENT_FULL),
+}
+
+
+def cod_config(family: str, rate: str, stage1: bool = False, **overrides: Any) -> dict[str, Any]:
+    """Config dict of a CoD model: ``family`` "cod-pixel" or "cod-latent", ``rate`` a key of
+    COD_RATES. ``stage1=True`` gives the 256x256 stage-1 layout (up2x False: same bits per
+    image at 4x the bpp, no ``ada`` upsampler in the condition decoder)."""
+    if family not in COD_FAMILIES:
+        raise KeyError(f"unknown CoD family {family!r}; known: {', '.join(COD_FAMILIES)}")
+    if rate not in COD_RATES:
+        raise KeyError(f"unknown CoD rate {rate!r}; known: {', '.join(COD_RATES)}")
+    ds, bits = COD_RATES[rate]
+    cfg = copy.deepcopy(COD_FAMILIES[family][1])
+    cfg.update(ds=ds, codebook_bits=bits, up2x=not stage1, rate=rate)
+    cfg["decode"] = {"steps": COD_DEFAULT_STEPS, "cfg": COD_DEFAULT_CFG[(family, rate)], "sampler": COD_DEFAULT_SAMPLER, "seed": COD_DEFAULT_SEED}
+    cfg.update(overrides)
+    return cfg
+
+
+def cod_family_code(config: dict[str, Any]) -> int:
+    """Bitstream family code of a CoD config (FAMILY_COD_PIXEL or FAMILY_COD_LATENT)."""
+    return COD_FAMILIES[config["family"]][0]
+
+
+def cod_model_names() -> list[str]:
+    """Names of the CoD configs: cod-{pixel,latent}-{rate} (512, released layout) and the
+    ...-256 stage-1 variants."""
+    return [f"{fam}-{rate}{suffix}" for fam in COD_FAMILIES for rate in COD_RATES for suffix in ("", "-256")]
+
+
+def _cod_named(name: str) -> dict[str, Any]:
+    stage1 = name.endswith("-256")
+    base = name[: -len("-256")] if stage1 else name
+    fam, _, rate = base.rpartition("-")
+    return cod_config(fam, rate, stage1=stage1)
+
+
+# Kept apart from MODELS (CoD-Lite) until cod.load dispatches on the family.
+COD_MODELS: dict[str, dict[str, Any]] = {n: _cod_named(n) for n in cod_model_names()}
+
+
+def get_cod_config(name: str) -> dict[str, Any]:
+    """A copy of the config of the named CoD model."""
+    if name not in COD_MODELS:
+        raise KeyError(f"unknown CoD model {name!r}; known: {', '.join(COD_MODELS)}")
+    cfg = copy.deepcopy(COD_MODELS[name])
+    cfg["name"] = name
+    return cfg
