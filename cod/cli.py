@@ -68,32 +68,33 @@ def _output_path(src: Path, out: str | None, n_inputs: int, new_name: str) -> Pa
 
 
 # ---------------------------------------------------------------- commands
-def cmd_compress(args: argparse.Namespace) -> int:
-    from cod.image_io import atomic_write_bytes, list_images, read_image
+def _images_and_codec(args: argparse.Namespace):
+    """The input images (files and folders) and the codec, or a clear error."""
+    from cod.image_io import list_images
 
     files = list_images(args.inputs)
     if not files:
         raise CodError("no input images found")
-    codec = _load_codec(args, pad_mode=args.pad)
+    return files, _load_codec(args, pad_mode=args.pad)
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from cod.image_io import atomic_write_bytes, read_image
+
+    files, codec = _images_and_codec(args)
     if args.format == "official":
         print("note: the official format stores no original size; the decoded image keeps the padding", file=sys.stderr)
 
     def one(src: Path) -> None:
-        data = codec.compress(read_image(src), format=args.format)
+        image = read_image(src)
+        data = codec.compress(image, format=args.format)
         dst = _output_path(src, args.output, len(files), src.name + ".cod")
         atomic_write_bytes(dst, data)
         if not args.quiet:
-            h, w = read_image_size(src)
+            h, w = image.shape[:2]
             print(f"{src} -> {dst}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp")
 
     return _run_files(files, "compress", one)
-
-
-def read_image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return im.size[1], im.size[0]
 
 
 def _decoded_name(src: Path, output_given: bool) -> str:
@@ -177,43 +178,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from cod.eval.metrics import ms_ssim, psnr
-    from cod.image_io import atomic_write_bytes, list_images, read_image
+    from cod.image_io import atomic_write_bytes, read_image
 
-    files = list_images(args.inputs)
-    if not files:
-        raise CodError("no input images found")
-    codec = _load_codec(args, pad_mode=args.pad)
+    files, codec = _images_and_codec(args)
     rows: list[dict[str, Any]] = []
-    failed = 0
     with tempfile.TemporaryDirectory(prefix="cod-eval-") as tmp:
-        for src in _progress(files, "evaluate"):
-            try:
-                ref = read_image(src)
-                t0 = time.perf_counter()
-                data = codec.compress(ref)
-                t_enc = time.perf_counter() - t0
-                cod_path = Path(tmp) / (src.name + ".cod")
-                atomic_write_bytes(cod_path, data)
-                t0 = time.perf_counter()
-                rec = np.asarray(codec.decompress(cod_path.read_bytes()))
-                t_dec = time.perf_counter() - t0
-                h, w = ref.shape[:2]
-                rows.append(
-                    {
-                        "image": str(src),
-                        "height": h,
-                        "width": w,
-                        "bytes": cod_path.stat().st_size,
-                        "bpp": 8 * cod_path.stat().st_size / (h * w),
-                        "psnr": psnr(ref, rec),
-                        "ms_ssim": ms_ssim(ref, rec),
-                        "encode_s": t_enc,
-                        "decode_s": t_dec,
-                    }
-                )
-            except CodError as exc:
-                failed += 1
-                _error(str(exc))
+
+        def one(src: Path) -> None:
+            ref = read_image(src)
+            t0 = time.perf_counter()
+            data = codec.compress(ref)
+            t_enc = time.perf_counter() - t0
+            cod_path = Path(tmp) / (src.name + ".cod")
+            atomic_write_bytes(cod_path, data)
+            t0 = time.perf_counter()
+            rec = np.asarray(codec.decompress(cod_path.read_bytes()))
+            t_dec = time.perf_counter() - t0
+            h, w = ref.shape[:2]
+            size = cod_path.stat().st_size
+            rows.append({"image": str(src), "height": h, "width": w, "bytes": size, "bpp": 8 * size / (h * w), "psnr": psnr(ref, rec), "ms_ssim": ms_ssim(ref, rec), "encode_s": t_enc, "decode_s": t_dec})
+
+        failed = _run_files(files, "evaluate", one)
     if not rows:
         return 1
     keys = ["bpp", "psnr", "ms_ssim", "encode_s", "decode_s"]
@@ -227,7 +212,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         _w(args.json, (json.dumps(result, indent=1) + "\n").encode())
         print(f"results written to {args.json}")
-    return 1 if failed else 0
+    return failed
 
 
 def _nanmean(vals: list) -> float | None:
