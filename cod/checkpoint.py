@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from cod.errors import CheckpointError
+from cod.image_io import default_file_mode
 
 FORMAT_TAG = "cod-weights-1"
 
@@ -49,6 +50,7 @@ def save_weights(path: str | Path, state: Mapping[str, torch.Tensor], config: Ma
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

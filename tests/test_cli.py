@@ -192,3 +192,14 @@ def test_models_lists_rates(capsys):
     out = capsys.readouterr().out
     for name in ("codlite-0.0039", "codlite-0.0312", "codlite-0.5"):
         assert name in out
+
+
+def test_outputs_have_normal_permissions(photo, tiny_weights):
+    import os
+    import stat
+
+    assert main(["compress", str(photo), "--weights", str(tiny_weights["0.0312"]), "-q"]) == 0
+    mode = stat.S_IMODE(os.stat(photo.with_name("photo.png.cod")).st_mode)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert mode == 0o666 & ~mask

@@ -54,10 +54,12 @@ def test_round_trip_at_three_target_bpps(image, name):
         rec = codec.decompress(enc.data)
         assert rec.shape == image.shape and rec.dtype == np.uint8
         quality_psnr.append(psnr(image, rec))
-        # closest from below: one quality step up is above the target
+        # closest from below: one quality step up is above the target, or (sizes are not
+        # always monotone in quality, e.g. JPEG XL) no closer to it from below
         lo, hi = codec.quality_range
         if codec.integer_quality and enc.quality < hi:
-            assert bits_per_pixel(codec.compress(image, enc.quality + 1), h, w) > target
+            up = bits_per_pixel(codec.compress(image, enc.quality + 1), h, w)
+            assert up > target or up <= enc.bpp
         elif not codec.integer_quality:
             assert enc.bpp > 0.97 * target
     assert quality_psnr == sorted(quality_psnr), quality_psnr  # more bits, higher PSNR
