@@ -1,0 +1,413 @@
+"""The CoD codec: image -> .cod bytes -> image through multi-step diffusion decoding.
+
+    codec = load_cod("cod-pixel-0.0039", weights="cod-pixel-0.0039.safetensors")
+    data = codec.compress(image)              # .cod bytes; decode settings inside
+    image = codec.decompress(data)            # PIL.Image, original size, bit-identical every time
+    image = codec.decompress(data, steps=50)  # override any stored setting
+
+Same contract as :class:`cod.codec.CoDLiteCodec`. Reads top to bottom:
+  1. decode settings (steps, cfg, sampler, seed) and their 12-byte serialisation
+  2. building a CoD network from a config
+  3. the codec: indices <-> bytes, condition maps, sampling, VAE, uint8
+  4. loading (our .safetensors or an official .pt + .yaml)
+
+Decoding follows the official decompress (CoD spec §9.1): x at t=0 is float32 noise from a
+CPU generator seeded with ``seed``; the CFG null condition is the codec's output for an
+all -1 image of the (padded) image size, computed per size (not cached once, bug B3; and
+built at the image shape for latent models, bug B2); the batch [null; cond] goes through
+the sampler; latent samples go through the SD VAE. Everything runs in float32.
+"""
+from __future__ import annotations
+
+import math
+import re
+import struct
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cod import bitstream as bs
+from cod.checkpoint import check_state_dict, read_weights
+from cod.codec import Timing, _resolve_device, image_to_tensor, installed_weights, pad_image, tensor_to_uint8
+from cod.diffusion.samplers import SAMPLERS, StepInfo, flow_timesteps, get_sampler, guided, initial_noise
+from cod.errors import BitstreamError, CheckpointError
+from cod.image_io import DEFAULT_MAX_PIXELS, as_rgb_array
+from cod.models.cod_dit import CoDDiTBase
+from cod.zoo import COD_FAMILIES, COD_MODELS, cod_family_code, get_cod_config, nominal_bpp, pad_multiple
+
+PAD_MODES = ("replicate", "reflect", "constant")
+
+
+# ------------------------------------------------------------------ 1. decode settings
+SETTINGS_VERSION = 1
+_SETTINGS = struct.Struct(">BBHfI")  # version, sampler id, steps, cfg (float32), seed (uint32): 12 bytes
+SAMPLER_IDS = {"euler": 0, "adam2": 1}
+_SAMPLER_NAMES = {v: k for k, v in SAMPLER_IDS.items()}
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How a CoD file is decoded; stored in the .cod header so decoding needs no flags."""
+
+    steps: int = 25
+    cfg: float = 3.0
+    sampler: str = "adam2"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= int(self.steps) <= 0xFFFF:
+            raise ValueError(f"steps must be in 1..65535, got {self.steps}")
+        if self.sampler not in SAMPLER_IDS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; known: {', '.join(SAMPLER_IDS)}")
+        if not 0 <= int(self.seed) <= 0xFFFFFFFF:
+            raise ValueError(f"seed must be in 0..2**32-1, got {self.seed}")
+        if not math.isfinite(self.cfg):
+            raise ValueError(f"cfg must be finite, got {self.cfg}")
+        # cfg is stored as float32: use exactly the value a reader will see
+        object.__setattr__(self, "cfg", float(np.float32(self.cfg)))
+        object.__setattr__(self, "steps", int(self.steps))
+        object.__setattr__(self, "seed", int(self.seed))
+
+    def to_bytes(self) -> bytes:
+        return _SETTINGS.pack(SETTINGS_VERSION, SAMPLER_IDS[self.sampler], self.steps, self.cfg, self.seed)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "DecodeSettings":
+        if len(data) != _SETTINGS.size:
+            raise BitstreamError(f"corrupt CoD decode settings: {len(data)} bytes, expected {_SETTINGS.size}")
+        version, sampler, steps, cfg, seed = _SETTINGS.unpack(data)
+        if version != SETTINGS_VERSION:
+            raise BitstreamError(f"unsupported CoD decode-settings version {version} (this reader knows {SETTINGS_VERSION})")
+        if sampler not in _SAMPLER_NAMES or steps == 0 or not math.isfinite(cfg):
+            raise BitstreamError(f"corrupt CoD decode settings (sampler id {sampler}, steps {steps}, cfg {cfg})")
+        return cls(steps=steps, cfg=cfg, sampler=_SAMPLER_NAMES[sampler], seed=seed)
+
+    def override(self, steps: int | None = None, cfg: float | None = None, sampler: str | None = None, seed: int | None = None) -> "DecodeSettings":
+        """A copy with the given fields replaced (None keeps the stored value)."""
+        kw = {k: v for k, v in dict(steps=steps, cfg=cfg, sampler=sampler, seed=seed).items() if v is not None}
+        return replace(self, **kw)
+
+
+# ------------------------------------------------------------------ 2. networks
+def build_cod(config: dict[str, Any]) -> CoDDiTBase:
+    """PixNerDiT or DDT from a config dict (cod.zoo.cod_config layout)."""
+    family = config.get("family")
+    if family == "cod-pixel":
+        from cod.models.pixel_dit import build_pixel_dit
+
+        return build_pixel_dit(config)
+    if family == "cod-latent":
+        from cod.models.latent_dit import build_latent_dit
+
+        return build_latent_dit(config)
+    raise CheckpointError(f"not a CoD config: family {family!r} (cod-pixel or cod-latent)")
+
+
+def bf16_round(x: torch.Tensor) -> torch.Tensor:
+    """Round to bfloat16 and back, as the official conditioner does with the [0,1] image."""
+    return x.to(torch.bfloat16).to(x.dtype)
+
+
+def official_uint8(x: torch.Tensor) -> torch.Tensor:
+    """The official saved pixels: cast to bf16, then clip((x+1)*127.5+0.5) computed in bf16
+    and truncated (so values 128..254 are always even). Returns uint8 (B,3,H,W)."""
+    return ((x.to(torch.bfloat16) + 1) * 127.5 + 0.5).clamp(0, 255).to(torch.uint8)
+
+
+# ------------------------------------------------------------------ 3. the codec
+@dataclass
+class CoDCodec:
+    """A loaded CoD model (pixel or latent) ready to compress and decompress.
+
+    Decoded pixels use the float32 rounding trunc(clip((x+1)*127.5+0.5)) (spec §3); the
+    official CLI rounds in bfloat16 (:func:`official_uint8`), which can differ by 2 LSB.
+    """
+
+    model: CoDDiTBase
+    config: dict[str, Any]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    vae: Any = None  # latent models: LatentVAE, AutoencoderKL, a folder, or None (COD_VAE_DIR), loaded on first decode
+    pad_mode: str = "replicate"
+    progress: bool = False
+    last_timing: Timing = field(default_factory=Timing)
+
+    def __post_init__(self) -> None:
+        if self.pad_mode not in PAD_MODES:
+            raise ValueError(f"pad_mode must be one of {PAD_MODES}")
+        self.model.eval().requires_grad_(False).to(self.device)
+        self.model_tag = bs.model_tag_of(self.model.condition.quantizer.codebook.weight.detach().cpu().float().numpy())
+        self._null_cache: dict[tuple[int, int], torch.Tensor] = {}
+        self._vae = None
+        if self.latent and self.vae is not None:
+            self._get_vae()  # a VAE given explicitly is checked now, not at the first decode
+
+    # ---------------------------------------------------------- properties
+    @property
+    def name(self) -> str:
+        return self.config.get("name", self.config.get("family", "cod"))
+
+    @property
+    def family(self) -> str:
+        return self.config["family"]
+
+    @property
+    def family_code(self) -> int:
+        return cod_family_code(self.config)
+
+    @property
+    def latent(self) -> bool:
+        return self.family == "cod-latent"
+
+    @property
+    def ds(self) -> int:
+        """Image pixels per index along a side (the header's ds field; ds/2 for stage-1 models)."""
+        return self.model.index_stride
+
+    @property
+    def bits(self) -> int:
+        return self.model.codebook_bits
+
+    @property
+    def multiple(self) -> int:
+        return pad_multiple(self.ds, 16)
+
+    @property
+    def nominal_bpp(self) -> float:
+        return nominal_bpp(self.ds, self.bits)
+
+    @property
+    def default_settings(self) -> DecodeSettings:
+        d = self.config.get("decode", {})
+        return DecodeSettings(d.get("steps", 25), d.get("cfg", 3.0), d.get("sampler", "adam2"), d.get("seed", 0))
+
+    def grid(self, height: int, width: int) -> tuple[int, int]:
+        return bs.grid_size(height, width, self.ds, self.multiple)
+
+    # ---------------------------------------------------------- indices
+    def _image01(self, image) -> tuple[torch.Tensor, int, int]:
+        arr = as_rgb_array(image)
+        H, W = arr.shape[:2]
+        x = pad_image(image_to_tensor(arr, self.device), self.multiple, self.pad_mode)
+        return bf16_round(x), H, W
+
+    @torch.inference_mode()
+    def encode(self, image) -> tuple[np.ndarray, int, int]:
+        """Image -> (indices (h*w,) int64, original height, original width)."""
+        x, H, W = self._image01(image)
+        return self.model.condition.encode(x)[0].cpu().numpy(), H, W
+
+    @torch.inference_mode()
+    def null_condition(self, height: int, width: int) -> torch.Tensor:
+        """Condition map of the all -1 image of this (padded) size, cached per size."""
+        key = (height, width)
+        if key not in self._null_cache:
+            neg = torch.full((1, 3, height, width), -1.0, device=self.device)
+            self._null_cache[key] = self.model.condition(neg)[0]
+        return self._null_cache[key]
+
+    @torch.inference_mode()
+    def condition_from_indices(self, indices: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
+        h, w = grid
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=self.device).view(1, h * w)
+        return self.model.condition.decode(idx, h, w)
+
+    # ---------------------------------------------------------- sampling
+    def noise_shape(self, height: int, width: int) -> tuple[int, ...]:
+        """Shape of x at t=0 for a (padded) image size: (1,3,H,W) or (1,4,H/8,W/8)."""
+        return (1, 4, height // 8, width // 8) if self.latent else (1, 3, height, width)
+
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The network's velocity at (x, t) for a condition map (no guidance)."""
+        return self.model(x, t, cond=cond)[0]
+
+    @torch.inference_mode()
+    def sample(self, cond: torch.Tensor, height: int, width: int, settings: DecodeSettings, progress: bool | None = None) -> torch.Tensor:
+        """Run the sampler from the seeded noise with guidance against the null condition.
+        Returns the sample at t=1 (pixels in [-1,1] or the diffusion latent)."""
+        x = initial_noise(self.noise_shape(height, width), settings.seed).to(self.device)
+        model_fn = guided(self.velocity, cond, self.null_condition(height, width), settings.cfg)
+        sampler = get_sampler(settings.sampler)
+        show = self.progress if progress is None else progress
+        from tqdm.auto import tqdm
+
+        with tqdm(total=settings.steps, desc=f"{self.name} {settings.sampler}", unit="step", disable=not show, leave=False, mininterval=0.0) as bar:
+
+            def callback(info: StepInfo) -> None:
+                bar.update(1)
+
+            return sampler(model_fn, x, flow_timesteps(settings.steps), callback=callback)
+
+    def _get_vae(self):
+        if self._vae is None:
+            from cod.models.vae import load_vae
+
+            self._vae = load_vae(self.vae, self.device)
+        return self._vae
+
+    @torch.inference_mode()
+    def to_image(self, sample: torch.Tensor) -> torch.Tensor:
+        """Sample -> image in [-1, 1] (the SD VAE for latent models)."""
+        return self._get_vae().decode(sample) if self.latent else sample
+
+    @torch.inference_mode()
+    def decode(self, indices: np.ndarray, height: int, width: int, settings: DecodeSettings | None = None, grid: tuple[int, int] | None = None, progress: bool | None = None) -> np.ndarray:
+        """Indices of an image of the given original size -> HxWx3 uint8."""
+        settings = settings or self.default_settings
+        if self.latent:
+            self._get_vae()  # fail before sampling when the VAE is missing
+        h, w = grid or self.grid(height, width)
+        cond = self.condition_from_indices(indices, (h, w))
+        hp, wp = cond.shape[-2] * self.model.pixels_per_token, cond.shape[-1] * self.model.pixels_per_token
+        x = self.to_image(self.sample(cond, hp, wp, settings, progress))
+        return tensor_to_uint8(x[:, :, :height, :width])
+
+    # ---------------------------------------------------------- bytes
+    def compress(self, image, format: str = "cod", steps: int | None = None, cfg: float | None = None, sampler: str | None = None, seed: int | None = None) -> bytes:
+        """Image (path, PIL, HxWx3 uint8 array or (3,H,W) tensor) -> file bytes. The decode
+        settings (model defaults unless given) are stored in the header; the official
+        format has no room for them."""
+        t0 = time.perf_counter()
+        settings = self.default_settings.override(steps, cfg, sampler, seed)
+        idx, H, W = self.encode(image)
+        payload = bs.pack_indices(idx, self.bits)
+        if format == "official":
+            h, w = self.grid(H, W)
+            data = bs.write_official(h * self.ds, w * self.ds, payload, height_first=True)
+        elif format == "cod":
+            header = bs.CodHeader(self.family_code, self.ds, self.bits, self.model_tag, H, W, settings.to_bytes())
+            data = bs.write_cod(header, payload)
+        else:
+            raise ValueError(f"unknown format {format!r} (cod or official)")
+        self.last_timing.encode_s = time.perf_counter() - t0
+        return data
+
+    def parse(self, data: bytes, format: str = "cod") -> tuple[np.ndarray, int, int, tuple[int, int], DecodeSettings]:
+        """Check a file against this model: (indices, height, width, index grid, settings).
+
+        ``format="official"`` reads the CoD CLI's 4-byte header as (height, width) (the
+        official reader swaps them, bug B1) and uses the model's default settings."""
+        if format == "official":
+            H, W, payload = bs.read_official(data, height_first=True)
+            if H % self.multiple or W % self.multiple:
+                raise BitstreamError(f"official file of size {H}x{W} cannot be decoded: sides must be multiples of {self.multiple} (the official decoder fails on it too)")
+            h, w = H // self.ds, W // self.ds
+            settings = self.default_settings
+        elif format == "cod":
+            f = bs.read_cod(data)
+            bs.check_model(f.header, self.family_code, self.ds, self.bits, self.model_tag, self.name)
+            H, W, payload = f.header.height, f.header.width, f.payload
+            h, w = self.grid(H, W)
+            settings = DecodeSettings.from_bytes(f.header.settings) if f.header.settings else self.default_settings
+        else:
+            raise ValueError(f"unknown format {format!r} (cod or official)")
+        if H * W > DEFAULT_MAX_PIXELS:
+            raise BitstreamError(f"file claims a {W}x{H} image, above the limit of {DEFAULT_MAX_PIXELS / 1e6:.0f} Mpx (COD_MAX_PIXELS)")
+        need = bs.packed_size(h * w, self.bits)
+        if len(payload) != need:
+            raise BitstreamError(f"corrupt file: payload is {len(payload)} bytes, a {H}x{W} image at ds={self.ds} needs {need}")
+        return bs.unpack_indices(payload, h * w, self.bits), H, W, (h, w), settings
+
+    def decompress(self, data: bytes, format: str = "cod", steps: int | None = None, cfg: float | None = None, sampler: str | None = None, seed: int | None = None, progress: bool | None = None) -> Image.Image:
+        """File bytes -> PIL RGB image of the original size, decoded with the stored settings
+        (any of steps, cfg, sampler, seed given here overrides the stored value)."""
+        t0 = time.perf_counter()
+        idx, H, W, grid, settings = self.parse(data, format)
+        settings = settings.override(steps, cfg, sampler, seed)
+        out = Image.fromarray(self.decode(idx, H, W, settings, grid, progress), "RGB")
+        self.last_timing.decode_s = time.perf_counter() - t0
+        return out
+
+    def settings_of(self, data: bytes) -> DecodeSettings:
+        """The decode settings stored in a .cod file (defaults when it has none)."""
+        f = bs.read_cod(data)
+        return DecodeSettings.from_bytes(f.header.settings) if f.header.settings else self.default_settings
+
+
+# ------------------------------------------------------------------ 4. loading
+def _load_into(config: dict[str, Any], state: dict[str, torch.Tensor], official: bool = False) -> CoDDiTBase:
+    """Build on the meta device (no 3.6 GB random init) and assign the weights, strictly.
+    ``official``: name the official key too in errors."""
+    with torch.device("meta"):
+        model = build_cod(config)
+    try:
+        check_state_dict(model, state)
+    except CheckpointError as exc:
+        if not official:
+            raise
+        from cod.official import cod_ours_to_official
+
+        m = re.search(r"'([^']+)'", str(exc))
+        try:
+            off = next(iter(cod_ours_to_official({m.group(1): None}, config))) if m else None
+        except CheckpointError:
+            off = None
+        raise CheckpointError(f"{exc} (official name: 'ema_denoiser.{off}')" if off else str(exc)) from None
+    own = model.state_dict()
+    model.load_state_dict({k: v.to(own[k].dtype).contiguous() for k, v in state.items()}, strict=True, assign=True)
+    return model
+
+
+def load_cod_model(name: str | None = None, weights: str | Path | None = None, config_yaml: str | Path | None = None, random_init: bool = False, seed: int = 0, unsafe_pickle: bool = False) -> tuple[CoDDiTBase, dict[str, Any]]:
+    """Build a CoD network and load its weights (our .safetensors or an official .pt whose
+    .yaml lies beside it or is given), strictly: a missing or unexpected key or a shape
+    mismatch is a CheckpointError naming the key."""
+    if random_init:
+        if name is None:
+            raise CheckpointError("a model name is needed for random weights")
+        config = get_cod_config(name)
+        torch.manual_seed(seed)
+        return build_cod(config), config
+    if weights is None:
+        inst = installed_weights()
+        if name is None or name not in inst:
+            raise CheckpointError(f"no weights installed for {name or 'CoD'}; pass --weights PATH (a .safetensors from `cod convert`, or an official .pt with its .yaml)")
+        weights = inst[name]
+    weights = Path(weights)
+    if weights.suffix in (".pt", ".pth", ".ckpt"):
+        from cod.official import convert_official_cod
+
+        yaml_path = Path(config_yaml) if config_yaml else weights.with_suffix(".yaml")
+        if not yaml_path.is_file():
+            raise CheckpointError(f"official checkpoint {weights.name} needs its .yaml config (looked for {yaml_path}; give --config)")
+        config, state, _ = convert_official_cod(weights, yaml_path, unsafe_pickle=unsafe_pickle, name=name)
+        official = True
+    else:
+        config, state = read_weights(weights)
+        official = False
+    if config.get("family") not in COD_FAMILIES:
+        raise CheckpointError(f"{weights}: a {config.get('family', 'codlite')} model, not CoD (cod-pixel or cod-latent)")
+    if name is not None and name in COD_MODELS:
+        want = COD_MODELS[name]
+        fields = ("family", "ds", "codebook_bits", "up2x")
+        if any(want[k] != config.get(k) for k in fields):
+            got = ", ".join(f"{k}={config.get(k)}" for k in fields)
+            raise CheckpointError(f"{weights} holds a model with {got}, not {name}")
+    config.setdefault("name", name or weights.stem)
+    return _load_into(config, state, official), config
+
+
+def load_cod(
+    name: str | None = None,
+    weights: str | Path | None = None,
+    vae: Any = None,
+    device: str | torch.device | None = "cpu",
+    config_yaml: str | Path | None = None,
+    pad_mode: str = "replicate",
+    progress: bool = False,
+    random_init: bool = False,
+    seed: int = 0,
+    unsafe_pickle: bool = False,
+) -> CoDCodec:
+    """Load a CoD codec. ``weights``: our .safetensors or an official .pt (+ .yaml).
+    ``vae`` (latent models): a folder with the sd-vae-ft-ema weights, an AutoencoderKL, or
+    None for $COD_VAE_DIR; it is needed only to decompress, and loaded then."""
+    model, config = load_cod_model(name, weights, config_yaml, random_init, seed, unsafe_pickle)
+    return CoDCodec(model, config, _resolve_device(device), vae=vae, pad_mode=pad_mode, progress=progress)
+
+
+__all__ = ["CoDCodec", "DecodeSettings", "load_cod", "load_cod_model", "build_cod", "official_uint8", "bf16_round", "SAMPLERS"]
