@@ -38,12 +38,30 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", "-w", default=None, help="our .safetensors (from `cod convert`) or an official .pt; default: the installed weights")
     p.add_argument("--config", default=None, help="official .yaml for an official .pt (default: next to it)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if available, else cpu")
+    p.add_argument("--vae", default=None, help="CoD latent models: folder of the SD VAE (sd-vae-ft-ema); default $COD_VAE_DIR")
+
+
+def _add_decode_args(p: argparse.ArgumentParser, where: str) -> None:
+    g = p.add_argument_group(f"CoD multi-step decoding ({where})")
+    g.add_argument("--steps", type=int, default=None, help="sampling steps (default 25)")
+    g.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the model's, 3.0 or 1.25)")
+    g.add_argument("--sampler", default=None, choices=["euler", "adam2"], help="default adam2")
+    g.add_argument("--seed", type=int, default=None, help="initial-noise seed (default 0)")
+
+
+def _decode_kwargs(args: argparse.Namespace, codec) -> dict[str, Any]:
+    """--steps/--cfg/--sampler/--seed for CoD codecs; an error for CoD-Lite (one step, no noise)."""
+    kw = {k: getattr(args, k, None) for k in ("steps", "cfg", "sampler", "seed")}
+    kw = {k: v for k, v in kw.items() if v is not None}
+    if kw and not hasattr(codec, "default_settings"):
+        raise CodError(f"{', '.join('--' + k for k in kw)}: {codec.name} decodes in one deterministic step; these apply to CoD models")
+    return kw
 
 
 def _load_codec(args: argparse.Namespace, **kw: Any):
     import cod
 
-    return cod.load(args.model, weights=args.weights, device=args.device, config_yaml=args.config, **kw)
+    return cod.load(args.model, weights=args.weights, device=args.device, config_yaml=args.config, vae=args.vae, progress=True, **kw)
 
 
 def _run_files(files: list[Path], desc: str, fn: Callable[[Path], None]) -> int:
@@ -82,12 +100,13 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from cod.image_io import atomic_write_bytes, read_image
 
     files, codec = _images_and_codec(args)
+    decode_kw = _decode_kwargs(args, codec)
     if args.format == "official":
         print("note: the official format stores no original size; the decoded image keeps the padding", file=sys.stderr)
 
     def one(src: Path) -> None:
         image = read_image(src)
-        data = codec.compress(image, format=args.format)
+        data = codec.compress(image, format=args.format, **decode_kw)
         dst = _output_path(src, args.output, len(files), src.name + ".cod")
         atomic_write_bytes(dst, data)
         if not args.quiet:
@@ -117,6 +136,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     if not expanded:
         raise CodError("no .cod files found")
     codec = _load_codec(args)
+    decode_kw = _decode_kwargs(args, codec)
 
     def one(src: Path) -> None:
         if not src.is_file():
@@ -124,7 +144,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         data = src.read_bytes()
         import numpy as np
 
-        img = codec.decompress(data, format=args.format)
+        img = codec.decompress(data, format=args.format, **decode_kw)
         dst = _output_path(src, args.output, len(expanded), _decoded_name(src, args.output is not None))
         write_image(dst, np.asarray(img))
         if not args.quiet:
@@ -164,8 +184,15 @@ def cmd_info(args: argparse.Namespace) -> int:
             "bpp": round(f.bpp, 6),
             "crc": "ok",
         }
-        if h.family == FAMILY_CODLITE:
-            info["index_grid"] = list(bs.grid_size(h.height, h.width, h.ds, pad_multiple(h.ds)))
+        info["index_grid"] = list(bs.grid_size(h.height, h.width, h.ds, pad_multiple(h.ds)))
+        if h.family != FAMILY_CODLITE and h.settings:
+            from cod.cod_codec import DecodeSettings
+
+            try:
+                st = DecodeSettings.from_bytes(h.settings)
+                info.update(steps=st.steps, cfg=st.cfg, sampler=st.sampler, seed=st.seed)
+            except CodError as exc:
+                info["settings"] = f"unreadable ({exc})"
         if args.json:
             print(json.dumps(info))
         else:
@@ -225,23 +252,36 @@ def _fmt(v: float | None, width: int, prec: int) -> str:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    import torch
+
     from cod.checkpoint import save_weights
     from cod.models.lite import build_codlite
     from cod.checkpoint import check_state_dict
     from cod.official import convert_official
 
-    config, state, ignored = convert_official(args.checkpoint, args.config_yaml, prefix=args.prefix, unsafe_pickle=args.unsafe_pickle, name=args.name)
-    model = build_codlite(config)
+    from cod.official import convert_official_cod, is_official_cod_yaml
+
+    if is_official_cod_yaml(args.config_yaml):
+        from cod.cod_codec import build_cod
+
+        kw = {"prefix": args.prefix} if args.prefix else {}
+        config, state, ignored = convert_official_cod(args.checkpoint, args.config_yaml, unsafe_pickle=args.unsafe_pickle, name=args.name, **kw)
+        with torch.device("meta"):
+            model = build_cod(config)
+    else:
+        config, state, ignored = convert_official(args.checkpoint, args.config_yaml, prefix=args.prefix, unsafe_pickle=args.unsafe_pickle, name=args.name)
+        model = build_codlite(config)
     if args.strict:
         check_state_dict(model, state)
     else:
         own = model.state_dict()
         state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        for k in own:
-            state.setdefault(k, own[k])
+        missing = [k for k in own if k not in state]
+        if missing:
+            raise CodError(f"--no-strict: {len(missing)} tensors of the model are not in the checkpoint (first: {missing[0]!r}); nothing to initialise them from")
     save_weights(args.output, state, config)
     n = sum(v.numel() for v in state.values())
-    print(f"{args.checkpoint} -> {args.output}: {config['name']} (ds={config['ds']}, {config['codebook_bits']}-bit), {len(state)} tensors, {n / 1e6:.2f} M parameters")
+    print(f"{args.checkpoint} -> {args.output}: {config['name']} ({config.get('family', 'codlite')}, ds={config['ds']}, {config['codebook_bits']}-bit), {len(state)} tensors, {n / 1e6:.2f} M parameters")
     if ignored:
         print(f"ignored checkpoint entries: {', '.join(ignored)}")
     return 0
@@ -252,12 +292,15 @@ def cmd_models(args: argparse.Namespace) -> int:
     from cod.zoo import MODELS, nominal_bpp
 
     inst = installed_weights()
-    print(f"{'model':<18} {'ds':>3} {'bits':>4} {'nominal bpp':>11}  weights")
-    for name, cfg in MODELS.items():
+    from cod.zoo import COD_MODELS
+
+    print(f"{'model':<22} {'ds':>3} {'bits':>4} {'nominal bpp':>11}  weights")
+    for name, cfg in {**MODELS, **COD_MODELS}.items():
         w = str(inst[name]) if name in inst else "not installed (use --weights)"
-        print(f"{name:<18} {cfg['ds']:>3} {cfg['codebook_bits']:>4} {nominal_bpp(cfg['ds'], cfg['codebook_bits']):>11.4f}  {w}")
-    for name in sorted(set(inst) - set(MODELS)):
-        print(f"{name:<18} {'':>3} {'':>4} {'':>11}  {inst[name]}")
+        stride = cfg["ds"] if cfg.get("up2x", True) else cfg["ds"] // 2
+        print(f"{name:<22} {stride:>3} {cfg['codebook_bits']:>4} {nominal_bpp(stride, cfg['codebook_bits']):>11.5f}  {w}")
+    for name in sorted(set(inst) - set(MODELS) - set(COD_MODELS)):
+        print(f"{name:<22} {'':>3} {'':>4} {'':>11}  {inst[name]}")
     return 0
 
 
@@ -273,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="cod", choices=["cod", "official"], help="container: ours (v1) or the original code's 4-byte header")
     p.add_argument("--pad", default="replicate", choices=["replicate", "reflect", "constant"], help="padding to the model multiple")
     p.add_argument("-q", "--quiet", action="store_true")
+    _add_decode_args(p, "stored in the file")
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("decompress", help=".cod files -> images")
@@ -281,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--format", default="cod", choices=["cod", "official"], help="container: ours (v1) or the original code's 4-byte header")
     p.add_argument("-q", "--quiet", action="store_true")
+    _add_decode_args(p, "override the file's settings")
     p.set_defaults(func=cmd_decompress)
 
     p = sub.add_parser("evaluate", help="round trip through real files: bpp, PSNR, MS-SSIM, timings")

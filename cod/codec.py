@@ -243,9 +243,33 @@ def load_model(name: str | None = None, weights: str | Path | None = None, confi
     return model, config
 
 
-def load(name: str | None = None, weights: str | Path | None = None, device: str | torch.device | None = "cpu", config_yaml: str | Path | None = None, pad_mode: str = "replicate", random_init: bool = False, seed: int = 0) -> CoDLiteCodec:
-    """Load a named codec. ``weights``: our .safetensors, an official .pt (+ .yaml), or None
-    for the weights installed with the package. ``random_init=True`` gives random weights
-    (for speed tests)."""
+def is_cod_model(name: str | None, weights: str | Path | None, config_yaml: str | Path | None = None) -> bool:
+    """True when the name or the weights file designate a CoD (DiT) model, not CoD-Lite."""
+    from cod.zoo import COD_MODELS
+
+    if name is not None:
+        return name in COD_MODELS
+    if weights is None:
+        return False
+    weights = Path(weights)
+    if weights.suffix in (".pt", ".pth", ".ckpt"):
+        from cod.official import is_official_cod_yaml
+
+        return is_official_cod_yaml(config_yaml or weights.with_suffix(".yaml"))
+    if weights.is_file():
+        return str(read_weights(weights)[0].get("family", "codlite")).startswith("cod-")
+    return False
+
+
+def load(name: str | None = None, weights: str | Path | None = None, device: str | torch.device | None = "cpu", config_yaml: str | Path | None = None, pad_mode: str = "replicate", random_init: bool = False, seed: int = 0, vae: Any = None, progress: bool = False):
+    """Load a named codec: CoD-Lite (:class:`CoDLiteCodec`) or CoD (:class:`cod.cod_codec.CoDCodec`,
+    chosen by a ``cod-*`` name or the weights' family). ``weights``: our .safetensors, an
+    official .pt (+ .yaml), or None for the weights installed with the package.
+    ``random_init=True`` gives random weights (for speed tests). ``vae``: the SD-VAE folder
+    of latent CoD models."""
+    if is_cod_model(name, weights, config_yaml):
+        from cod.cod_codec import load_cod
+
+        return load_cod(name, weights, vae=vae, device=device, config_yaml=config_yaml, pad_mode=pad_mode, progress=progress, random_init=random_init, seed=seed)
     model, config = load_model(name, weights, config_yaml, random_init, seed)
     return CoDLiteCodec(model, config, _resolve_device(device), pad_mode)
