@@ -33,12 +33,12 @@ from PIL import Image
 
 from cod import bitstream as bs
 from cod.checkpoint import check_state_dict, read_weights
-from cod.codec import Timing, _resolve_device, image_to_tensor, installed_weights, pad_image, tensor_to_uint8
+from cod.codec import IndexCodec, Timing, _resolve_device, image_to_tensor, installed_weights, pad_image, tensor_to_uint8
 from cod.diffusion.samplers import SAMPLERS, StepInfo, flow_timesteps, get_sampler, guided, initial_noise
 from cod.errors import BitstreamError, CheckpointError
-from cod.image_io import DEFAULT_MAX_PIXELS, as_rgb_array
+from cod.image_io import as_rgb_array
 from cod.models.cod_dit import CoDDiTBase
-from cod.zoo import COD_FAMILIES, COD_MODELS, cod_family_code, get_cod_config, nominal_bpp, pad_multiple
+from cod.zoo import COD_FAMILIES, COD_MODELS, cod_family_code, get_cod_config
 
 PAD_MODES = ("replicate", "reflect", "constant")
 
@@ -121,7 +121,7 @@ def official_uint8(x: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------ 3. the codec
 @dataclass
-class CoDCodec:
+class CoDCodec(IndexCodec):
     """A loaded CoD model (pixel or latent) ready to compress and decompress.
 
     Decoded pixels use the float32 rounding trunc(clip((x+1)*127.5+0.5)) (spec §3); the
@@ -140,17 +140,15 @@ class CoDCodec:
         if self.pad_mode not in PAD_MODES:
             raise ValueError(f"pad_mode must be one of {PAD_MODES}")
         self.model.eval().requires_grad_(False).to(self.device)
-        self.model_tag = bs.model_tag_of(self.model.condition.quantizer.codebook.weight.detach().cpu().float().numpy())
+        self.model_tag = self._tag()
         self._null_cache: dict[tuple[int, int], torch.Tensor] = {}
         self._vae = None
         if self.latent and self.vae is not None:
             self._get_vae()  # a VAE given explicitly is checked now, not at the first decode
 
-    # ---------------------------------------------------------- properties
-    @property
-    def name(self) -> str:
-        return self.config.get("name", self.config.get("family", "cod"))
+    official_floor_grid = False
 
+    # ---------------------------------------------------------- properties
     @property
     def family(self) -> str:
         return self.config["family"]
@@ -169,24 +167,9 @@ class CoDCodec:
         return self.model.index_stride
 
     @property
-    def bits(self) -> int:
-        return self.model.codebook_bits
-
-    @property
-    def multiple(self) -> int:
-        return pad_multiple(self.ds, 16)
-
-    @property
-    def nominal_bpp(self) -> float:
-        return nominal_bpp(self.ds, self.bits)
-
-    @property
     def default_settings(self) -> DecodeSettings:
         d = self.config.get("decode", {})
         return DecodeSettings(d.get("steps", 25), d.get("cfg", 3.0), d.get("sampler", "adam2"), d.get("seed", 0))
-
-    def grid(self, height: int, width: int) -> tuple[int, int]:
-        return bs.grid_size(height, width, self.ds, self.multiple)
 
     # ---------------------------------------------------------- indices
     def _image01(self, image) -> tuple[torch.Tensor, int, int]:
@@ -274,15 +257,7 @@ class CoDCodec:
         t0 = time.perf_counter()
         settings = self.default_settings.override(steps, cfg, sampler, seed)
         idx, H, W = self.encode(image)
-        payload = bs.pack_indices(idx, self.bits)
-        if format == "official":
-            h, w = self.grid(H, W)
-            data = bs.write_official(h * self.ds, w * self.ds, payload, height_first=True)
-        elif format == "cod":
-            header = bs.CodHeader(self.family_code, self.ds, self.bits, self.model_tag, H, W, settings.to_bytes())
-            data = bs.write_cod(header, payload)
-        else:
-            raise ValueError(f"unknown format {format!r} (cod or official)")
+        data = self.write_file(idx, H, W, format, settings.to_bytes(), height_first=True)
         self.last_timing.encode_s = time.perf_counter() - t0
         return data
 
@@ -291,26 +266,9 @@ class CoDCodec:
 
         ``format="official"`` reads the CoD CLI's 4-byte header as (height, width) (the
         official reader swaps them, bug B1) and uses the model's default settings."""
-        if format == "official":
-            H, W, payload = bs.read_official(data, height_first=True)
-            if H % self.multiple or W % self.multiple:
-                raise BitstreamError(f"official file of size {H}x{W} cannot be decoded: sides must be multiples of {self.multiple} (the official decoder fails on it too)")
-            h, w = H // self.ds, W // self.ds
-            settings = self.default_settings
-        elif format == "cod":
-            f = bs.read_cod(data)
-            bs.check_model(f.header, self.family_code, self.ds, self.bits, self.model_tag, self.name)
-            H, W, payload = f.header.height, f.header.width, f.payload
-            h, w = self.grid(H, W)
-            settings = DecodeSettings.from_bytes(f.header.settings) if f.header.settings else self.default_settings
-        else:
-            raise ValueError(f"unknown format {format!r} (cod or official)")
-        if H * W > DEFAULT_MAX_PIXELS:
-            raise BitstreamError(f"file claims a {W}x{H} image, above the limit of {DEFAULT_MAX_PIXELS / 1e6:.0f} Mpx (COD_MAX_PIXELS)")
-        need = bs.packed_size(h * w, self.bits)
-        if len(payload) != need:
-            raise BitstreamError(f"corrupt file: payload is {len(payload)} bytes, a {H}x{W} image at ds={self.ds} needs {need}")
-        return bs.unpack_indices(payload, h * w, self.bits), H, W, (h, w), settings
+        idx, H, W, grid, raw = self.read_file(data, format, height_first=True)
+        settings = DecodeSettings.from_bytes(raw) if raw else self.default_settings
+        return idx, H, W, grid, settings
 
     def decompress(self, data: bytes, format: str = "cod", steps: int | None = None, cfg: float | None = None, sampler: str | None = None, seed: int | None = None, progress: bool | None = None) -> Image.Image:
         """File bytes -> PIL RGB image of the original size, decoded with the stored settings

@@ -64,8 +64,81 @@ class Timing:
     decode_s: float = 0.0
 
 
+class IndexCodec:
+    """What every codec of this package shares: a model with a VQ codebook whose indices,
+    fixed-length packed, go into a .cod container; images padded to ``multiple`` and cropped.
+    Subclasses define ``model``, ``config``, ``ds`` and ``family_code``."""
+
+    model: Any
+    config: dict[str, Any]
+    # official files whose sides are not multiples of the padding multiple: CoD-Lite decodes
+    # the floor(H/ds) grid with a grey remainder (as the original); CoD refuses them.
+    official_floor_grid: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.config.get("name", self.config.get("family", "cod"))
+
+    @property
+    def bits(self) -> int:
+        return self.model.codebook_bits
+
+    @property
+    def multiple(self) -> int:
+        return pad_multiple(self.ds, 16)
+
+    @property
+    def nominal_bpp(self) -> float:
+        return nominal_bpp(self.ds, self.bits)
+
+    def grid(self, height: int, width: int) -> tuple[int, int]:
+        return bs.grid_size(height, width, self.ds, self.multiple)
+
+    def _tag(self) -> int:
+        return bs.model_tag_of(self.model.condition.quantizer.codebook.weight.detach().cpu().float().numpy())
+
+    def write_file(self, indices: np.ndarray, height: int, width: int, format: str, settings: bytes = b"", height_first: bool = False) -> bytes:
+        """Pack indices into our container (original size, settings) or the official layout
+        (padded size: it has no field for the original one)."""
+        payload = bs.pack_indices(indices, self.bits)
+        if format == "official":
+            h, w = self.grid(height, width)
+            return bs.write_official(h * self.ds, w * self.ds, payload, height_first=height_first)
+        if format == "cod":
+            return bs.write_cod(bs.CodHeader(self.family_code, self.ds, self.bits, self.model_tag, height, width, settings), payload)
+        raise ValueError(f"unknown format {format!r} (cod or official)")
+
+    def read_file(self, data: bytes, format: str = "cod", height_first: bool = False) -> tuple[np.ndarray, int, int, tuple[int, int], bytes]:
+        """Check a file against this model: (indices, height, width, index grid, settings bytes).
+
+        ``format="official"`` reads the original code's 4-byte header; it is never guessed,
+        since any 4 bytes parse as such a header. Its grid is floor(H/ds) x floor(W/ds), as
+        the official decoder computes it."""
+        if format == "official":
+            H, W, payload = bs.read_official(data, height_first=height_first)
+            h, w = H // self.ds, W // self.ds
+            if not self.official_floor_grid and (H % self.multiple or W % self.multiple):
+                raise BitstreamError(f"official file of size {H}x{W} cannot be decoded: sides must be multiples of {self.multiple} (the official decoder fails on it too)")
+            if h == 0 or w == 0 or (h * self.ds) % 16 or (w * self.ds) % 16:
+                raise BitstreamError(f"official file of size {H}x{W} cannot be decoded at ds={self.ds} (the official decoder fails on it too)")
+            settings = b""
+        elif format == "cod":
+            f = bs.read_cod(data)
+            bs.check_model(f.header, self.family_code, self.ds, self.bits, self.model_tag, self.name)
+            H, W, payload, settings = f.header.height, f.header.width, f.payload, f.header.settings
+            h, w = self.grid(H, W)
+        else:
+            raise ValueError(f"unknown format {format!r} (cod or official)")
+        if H * W > DEFAULT_MAX_PIXELS:
+            raise BitstreamError(f"file claims a {W}x{H} image, above the limit of {DEFAULT_MAX_PIXELS / 1e6:.0f} Mpx (COD_MAX_PIXELS)")
+        need = bs.packed_size(h * w, self.bits)
+        if len(payload) != need:
+            raise BitstreamError(f"corrupt file: payload is {len(payload)} bytes, a {H}x{W} image at ds={self.ds} needs {need}")
+        return bs.unpack_indices(payload, h * w, self.bits), H, W, (h, w), settings
+
+
 @dataclass
-class CoDLiteCodec:
+class CoDLiteCodec(IndexCodec):
     """A loaded CoD-Lite one-step codec ready to compress and decompress."""
 
     model: CoDLite
@@ -81,31 +154,13 @@ class CoDLiteCodec:
         self.model.set_attention(windowed=True)
         if not self.model.time_folded:
             self.model.fold_time_modulation(0.0)
-        self.model_tag = bs.model_tag_of(self.model.condition.quantizer.codebook.weight.detach().cpu().float().numpy())
+        self.model_tag = self._tag()
 
-    # ---------------------------------------------------------- properties
-    @property
-    def name(self) -> str:
-        return self.config.get("name", "codlite")
+    family_code = FAMILY_CODLITE
 
     @property
     def ds(self) -> int:
         return self.model.ds
-
-    @property
-    def bits(self) -> int:
-        return self.model.codebook_bits
-
-    @property
-    def multiple(self) -> int:
-        return pad_multiple(self.ds, self.model.patch_size)
-
-    @property
-    def nominal_bpp(self) -> float:
-        return nominal_bpp(self.ds, self.bits)
-
-    def grid(self, height: int, width: int) -> tuple[int, int]:
-        return bs.grid_size(height, width, self.ds, self.multiple)
 
     # ---------------------------------------------------------- indices
     @torch.inference_mode()
@@ -140,41 +195,13 @@ class CoDLiteCodec:
         """Image (path, PIL, HxWx3 uint8 array or (3,H,W) tensor) -> file bytes."""
         t0 = time.perf_counter()
         idx, H, W = self.encode(image)
-        payload = bs.pack_indices(idx, self.bits)
-        if format == "official":
-            h, w = self.grid(H, W)
-            data = bs.write_official(h * self.ds, w * self.ds, payload)
-        elif format == "cod":
-            header = bs.CodHeader(FAMILY_CODLITE, self.ds, self.bits, self.model_tag, H, W)
-            data = bs.write_cod(header, payload)
-        else:
-            raise ValueError(f"unknown format {format!r} (cod or official)")
+        data = self.write_file(idx, H, W, format)
         self.last_timing.encode_s = time.perf_counter() - t0
         return data
 
     def parse(self, data: bytes, format: str = "cod") -> tuple[np.ndarray, int, int, tuple[int, int]]:
-        """Check a file against this model: (indices, height, width, index grid).
-
-        ``format="official"`` reads the original code's 4-byte header; it is never guessed,
-        since any 4 bytes parse as such a header."""
-        if format == "official":
-            H, W, payload = bs.read_official(data)
-            h, w = H // self.ds, W // self.ds  # the official decoder's grid: no padding
-            if h == 0 or w == 0 or (h * self.ds) % self.model.patch_size or (w * self.ds) % self.model.patch_size:
-                raise BitstreamError(f"official file of size {H}x{W} cannot be decoded at ds={self.ds} (the official decoder fails on it too)")
-        elif format == "cod":
-            f = bs.read_cod(data)
-            bs.check_model(f.header, FAMILY_CODLITE, self.ds, self.bits, self.model_tag, self.name)
-            H, W, payload = f.header.height, f.header.width, f.payload
-            h, w = self.grid(H, W)
-        else:
-            raise ValueError(f"unknown format {format!r} (cod or official)")
-        if H * W > DEFAULT_MAX_PIXELS:
-            raise BitstreamError(f"file claims a {W}x{H} image, above the limit of {DEFAULT_MAX_PIXELS / 1e6:.0f} Mpx (COD_MAX_PIXELS)")
-        need = bs.packed_size(h * w, self.bits)
-        if len(payload) != need:
-            raise BitstreamError(f"corrupt file: payload is {len(payload)} bytes, a {H}x{W} image at ds={self.ds} needs {need}")
-        return bs.unpack_indices(payload, h * w, self.bits), H, W, (h, w)
+        """Check a file against this model: (indices, height, width, index grid)."""
+        return self.read_file(data, format)[:4]
 
     def decompress(self, data: bytes, format: str = "cod") -> Image.Image:
         """File bytes -> PIL RGB image of the original size."""

@@ -1,5 +1,4 @@
 """Round trips of the public codec through real files at every rate and awkward sizes."""
-import warnings
 
 import numpy as np
 import pytest
