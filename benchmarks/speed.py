@@ -2,6 +2,7 @@
 
     python benchmarks/speed.py                       # full-size codlite-0.0312, CPU fp32
     python benchmarks/speed.py --sizes 480x720 --runs 5 --device cuda
+    python benchmarks/speed.py --cod                 # + CoD pixel: seconds per sampling step at 512x512
 
 Prints one table row per image size: median (and min-max) of the timed runs after the
 warm-up, for compress (image -> .cod bytes) and decompress (bytes -> image), and peak
@@ -33,6 +34,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--cod", nargs="?", const="cod-pixel-0.0039", default=None, metavar="MODEL",
+                    help="also time a full-size CoD model per sampling step at 512x512 (benchmarks/cod_speed.py)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -49,6 +52,15 @@ def main() -> int:
         e, d, m = r["encode_ms"], r["decode_ms"], r["peak_memory"]
         print(f"{w:>5}x{h:<5} | {e['median']:>9.0f} ({e['min']:>6.0f}-{e['max']:>6.0f})      | {d['median']:>9.0f} ({d['min']:>6.0f}-{d['max']:>6.0f})      | {m['encode_mib']:>12.0f} | {m['decode_mib']:>12.0f}")
     print(f"process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    if args.cod:
+        import subprocess
+
+        del codec  # free the CoD-Lite model before loading a 0.9 B-parameter one
+        print()
+        cmd = [sys.executable, str(Path(__file__).with_name("cod_speed.py")), "--model", args.cod, "--device", args.device]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        return subprocess.call(cmd)
     return 0
 
 
