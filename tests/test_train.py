@@ -128,3 +128,21 @@ def test_bad_and_small_images_are_skipped_and_counted(tmp_path):
     assert len(ds.files) == 1 and len(ds.stats.too_small) == 1 and len(ds.stats.unreadable) == 1
     a, b = ds[0], ds[0]
     assert a.shape == (3, 64, 64) and torch.equal(a, b)  # a crop is a function of its index
+
+
+def test_dinov2_backbone_from_local_file(tmp_path):
+    """DINOv2 ViT-B/14 weights in the official release's layout load from a local file
+    (random values here) and give one token per 16x16 patch; a missing file is a clear error."""
+    import timm
+
+    from cod.errors import CheckpointError
+    from cod.train.backbones import DinoV2Backbone, build_token_backbone
+
+    net = timm.create_model("vit_base_patch14_dinov2", pretrained=False, num_classes=0, dynamic_img_size=True)
+    state = dict(net.state_dict(), mask_token=torch.zeros(1, 768))
+    torch.save(state, tmp_path / "dinov2_vitb14_pretrain.pth")
+    bb = DinoV2Backbone(tmp_path / "dinov2_vitb14_pretrain.pth")
+    tokens = bb(torch.rand(2, 3, 64, 96))
+    assert tokens.shape == (2, 4 * 6, 768)
+    with pytest.raises(CheckpointError, match="dinov2_vitb14_pretrain.pth"):
+        build_token_backbone("dinov2", str(tmp_path / "nope" / "dinov2_vitb14_pretrain.pth"))

@@ -63,6 +63,7 @@ class DinoV2Backbone(TokenBackbone):
             raise CheckpointError(f"DINOv2 weights not found: {path} (the official {DINOV2_FILE}; see docs/training.md)")
         self.net = timm.create_model("vit_base_patch14_dinov2", pretrained=False, num_classes=0, dynamic_img_size=True)
         state = torch.load(path, map_location="cpu", weights_only=True)
+        state.pop("mask_token", None)  # the official release keeps its iBOT mask token; timm has none
         try:
             self.net.load_state_dict(state, strict=True)
         except RuntimeError as exc:
