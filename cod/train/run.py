@@ -80,7 +80,10 @@ class StepSampler(Sampler[int]):
                 yield from range(base, base + self.batch)
 
     def __len__(self) -> int:
-        return (self.max_steps - self.start_step) * self.batch * self.accumulate
+        # The whole run is one epoch. The length counts from step 0, because a resumed
+        # Lightning epoch already counts the batches done before the checkpoint; iteration
+        # itself starts at ``start_step``.
+        return self.max_steps * self.batch * self.accumulate
 
 
 # ------------------------------------------------------------------ run
@@ -130,8 +133,9 @@ def _world_size(tr: dict[str, Any]) -> int:
     return max(1, n) * int(tr.get("num_nodes", 1))
 
 
-def train(cfg: dict[str, Any]) -> Path:
-    """Run one stage; returns the path of the exported model.safetensors."""
+def train(cfg: dict[str, Any], callbacks: list[Any] | None = None) -> Path:
+    """Run one stage; returns the path of the exported model.safetensors. ``callbacks``:
+    extra Lightning callbacks (tests, monitoring)."""
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 
@@ -146,16 +150,23 @@ def train(cfg: dict[str, Any]) -> Path:
     pl.seed_everything(seed, workers=True, verbose=False)
     mc = model_config(cfg)
     opt, tr, data = cfg.get("optim", {}), cfg.get("trainer", {}), cfg["data"]
-    module = CoDLiteModule(mc, stage=cfg["stage"], lr=float(opt.get("lr", 1e-4)), betas=tuple(opt.get("betas", (0.9, 0.999))), weight_decay=float(opt.get("weight_decay", 0.0)), loss=cfg.get("loss"), backbone=cfg.get("backbone", "none"), backbone_weights=cfg.get("backbone_weights"), seed=seed, lpips_weights_dir=cfg.get("lpips_weights_dir"))
-    if cfg.get("init_from"):
-        _init_weights(module, cfg["init_from"], bool(cfg.get("init_strict", True)))
-    if cfg.get("lora"):
-        _apply_lora(module, cfg["lora"])
-
     max_steps = int(tr["max_steps"])
     batch = int(data["batch_size"])
     world = _world_size(tr)
     accumulate = int(tr.get("accumulate_grad_batches", 0)) or max(1, math.ceil(int(data.get("global_batch", batch)) / (batch * world)))
+    distill = cfg["stage"] == "distill"
+    if distill:  # stage II-2: manual optimisation, the module accumulates gradients itself
+        from cod.train.distill import build_distill_module
+
+        if cfg.get("lora"):
+            raise CodError("stage distill trains the student fully: set lora: null")
+        module = build_distill_module(cfg, mc, seed, accumulate)
+    else:
+        module = CoDLiteModule(mc, stage=cfg["stage"], lr=float(opt.get("lr", 1e-4)), betas=tuple(opt.get("betas", (0.9, 0.999))), weight_decay=float(opt.get("weight_decay", 0.0)), loss=cfg.get("loss"), backbone=cfg.get("backbone", "none"), backbone_weights=cfg.get("backbone_weights"), seed=seed, lpips_weights_dir=cfg.get("lpips_weights_dir"))
+    if cfg.get("init_from"):
+        _init_weights(module, cfg["init_from"], bool(cfg.get("init_strict", True)))
+    if cfg.get("lora"):
+        _apply_lora(module, cfg["lora"])
     dataset = RandomCropDataset(data["sources"], int(data["size"]), flip=bool(data.get("flip", True)), seed=seed)
     print(f"training data: {len(dataset.files)} images ({dataset.stats.summary()})")
 
@@ -174,13 +185,15 @@ def train(cfg: dict[str, Any]) -> Path:
         loggers.append(pl.loggers.TensorBoardLogger(out, name="tb"))
     except ModuleNotFoundError:
         pass
-    callbacks = [
-        EMAWeightAveraging(decay=float(cfg.get("ema_decay", 0.9999))),
+    extra, callbacks = list(callbacks or []), [
         ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=int(tr.get("checkpoint_every", 1000)), save_top_k=0 if not tr.get("keep_checkpoints") else -1),
     ]
+    if cfg.get("ema_decay", 0.9999) is not None:  # ema_decay: null exports the online weights
+        callbacks.insert(0, EMAWeightAveraging(decay=float(cfg.get("ema_decay", 0.9999))))
+    callbacks += extra
     trainer = pl.Trainer(
         max_steps=max_steps,
-        accumulate_grad_batches=accumulate,
+        accumulate_grad_batches=1 if distill else accumulate,
         accelerator=tr.get("accelerator", "auto"),
         devices=tr.get("devices", 1),
         num_nodes=int(tr.get("num_nodes", 1)),
@@ -193,12 +206,12 @@ def train(cfg: dict[str, Any]) -> Path:
         use_distributed_sampler=False,
         enable_model_summary=False,
         max_epochs=-1,
-        gradient_clip_val=tr.get("gradient_clip_val"),
+        gradient_clip_val=None if distill else tr.get("gradient_clip_val"),
         deterministic=bool(tr.get("deterministic", False)),
     )
     trainer.fit(module, datamodule=Data(), ckpt_path=str(resume) if resume else None)
     # EMAWeightAveraging has swapped the averaged weights into the module at the end of fit.
-    net = module.net
+    net = module.net  # stage distill: the student
     if cfg.get("lora"):
         net = net.merge_and_unload()
     path = out / "model.safetensors"
@@ -209,7 +222,7 @@ def train(cfg: dict[str, Any]) -> Path:
         (out / f"weights-rank{trainer.global_rank}.sha256").write_text(digest + "\n")
     if trainer.is_global_zero:
         save_weights(path, net.state_dict(), mc)
-        print(f"exported EMA weights to {path}")
+        print(f"exported {'EMA' if cfg.get('ema_decay', 0.9999) is not None else 'online'} weights to {path}")
     return path
 
 
