@@ -211,10 +211,6 @@ class CoDLiteCodec(IndexCodec):
         self.last_timing.decode_s = time.perf_counter() - t0
         return out
 
-    # ---------------------------------------------------------- training
-    def train_module(self) -> CoDLite:  # pragma: no cover - convenience
-        return self.model
-
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
     if device in (None, "auto"):

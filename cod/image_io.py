@@ -59,20 +59,17 @@ def as_rgb_array(image) -> np.ndarray:
         return read_image(image)
     if isinstance(image, Image.Image):
         return to_rgb_array(image)
-    try:
-        import torch
+    import torch
 
-        if isinstance(image, torch.Tensor):
-            t = image.detach().cpu()
-            if t.ndim == 4 and t.shape[0] == 1:
-                t = t[0]
-            if t.ndim != 3 or t.shape[0] not in (1, 3):
-                raise ImageError(f"expected a (3,H,W) tensor, got shape {tuple(t.shape)}")
-            if t.dtype.is_floating_point:
-                t = (t.clamp(0, 1) * 255).round().to(torch.uint8)
-            image = t.expand(3, -1, -1).permute(1, 2, 0).numpy()
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(image, torch.Tensor):
+        t = image.detach().cpu()
+        if t.ndim == 4 and t.shape[0] == 1:
+            t = t[0]
+        if t.ndim != 3 or t.shape[0] not in (1, 3):
+            raise ImageError(f"expected a (3,H,W) tensor, got shape {tuple(t.shape)}")
+        if t.dtype.is_floating_point:
+            t = (t.clamp(0, 1) * 255).round().to(torch.uint8)
+        image = t.expand(3, -1, -1).permute(1, 2, 0).numpy()
     arr = np.asarray(image)
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
