@@ -54,10 +54,13 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> dict[s
 
 
 def model_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    from cod.zoo import get_config
+    """The model config of a stage: a CoD-Lite name (``codlite-0.0039``) or a CoD name
+    (``cod-pixel-0.0039-256``, ``cod-latent-0.00024``), with ``overrides``."""
+    from cod.zoo import COD_MODELS, get_cod_config, get_config
 
     m = cfg.get("model", {})
-    mc = get_config(m["name"]) if "name" in m else {}
+    name = m.get("name")
+    mc = (get_cod_config(name) if name in COD_MODELS else get_config(name)) if name else {}
     mc.update(m.get("overrides", {}))
     mc["name"] = m.get("save_name", mc.get("name", "codlite-custom"))
     return mc
@@ -161,6 +164,12 @@ def train(cfg: dict[str, Any], callbacks: list[Any] | None = None) -> Path:
         if cfg.get("lora"):
             raise CodError("stage distill trains the student fully: set lora: null")
         module = build_distill_module(cfg, mc, seed, accumulate)
+    elif cfg["stage"] == "cod-pretrain":  # CoD (DiT) stages 1-3 (CoD spec §8)
+        from cod.train.cod_module import build_cod_module
+
+        if cfg.get("lora"):
+            raise CodError("stage cod-pretrain trains the network fully: set lora: null")
+        module = build_cod_module(cfg, mc, seed)
     else:
         module = CoDLiteModule(mc, stage=cfg["stage"], lr=float(opt.get("lr", 1e-4)), betas=tuple(opt.get("betas", (0.9, 0.999))), weight_decay=float(opt.get("weight_decay", 0.0)), loss=cfg.get("loss"), backbone=cfg.get("backbone", "none"), backbone_weights=cfg.get("backbone_weights"), seed=seed, lpips_weights_dir=cfg.get("lpips_weights_dir"))
     if cfg.get("init_from"):
