@@ -27,6 +27,10 @@ STAGES = [
     ("I-3 unified post (512)", "codlite-pretrain-stage3", 512),
     ("II-1 one-step 0.0312 (512)", "codlite-onestep", 512),
 ]
+# CoD (DiT, ~0.9 B parameters): AdamW state alone is ~14 GB, so opt in with --cod
+COD_STAGES = [
+    ("CoD pixel stage 1 (256)", "cod-pixel-stage1", 256),
+]
 
 
 def main() -> int:
@@ -35,14 +39,23 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast (as the paper's bf16-mixed)")
+    ap.add_argument("--cod", action="store_true", help="also the CoD pixel DiT stage 1 (needs ~16 GB of memory)")
+    ap.add_argument("--only-cod", action="store_true", help="only the CoD stage")
     args = ap.parse_args()
     dev = torch.device(args.device)
     print(f"device {dev}, {torch.get_num_threads()} threads, batch {args.batch}, {'bf16 autocast' if args.bf16 else 'fp32'}, timed steps {args.steps} after 1 warm-up")
     print(f"{'stage':<30} {'res':>5} {'params M':>9} {'s/step':>8} {'img/s':>8}")
-    for label, name, res in STAGES:
+    stages = ([] if args.only_cod else STAGES) + (COD_STAGES if args.cod or args.only_cod else [])
+    for label, name, res in stages:
         cfg = load_config(name)
-        loss = dict(cfg.get("loss", {}), perceptual="ms-ssim", align=0.0, codec_align=0.0)
-        module = CoDLiteModule(model_config(cfg), stage=cfg["stage"], loss=loss, backbone="none").to(dev)
+        if cfg["stage"] == "cod-pretrain":
+            from cod.train.cod_module import build_cod_module
+
+            cfg["backbone"] = "none"
+            module = build_cod_module(cfg, model_config(cfg), 0).to(dev)
+        else:
+            loss = dict(cfg.get("loss", {}), perceptual="ms-ssim", align=0.0, codec_align=0.0)
+            module = CoDLiteModule(model_config(cfg), stage=cfg["stage"], loss=loss, backbone="none").to(dev)
         opt = module.configure_optimizers()
         y = torch.rand(args.batch, 3, res, res, device=dev)
         times = []
