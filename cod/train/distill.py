@@ -44,8 +44,8 @@ from torch.nn.utils.parametrizations import spectral_norm
 from cod.errors import CodError
 from cod.models.lite import CoDLite, build_codlite
 from cod.train.backbones import DinoV2Backbone, RandomTokenBackbone, build_token_backbone
-from cod.train.lite_module import DEFAULT_LOSS
-from cod.train.losses import alignment_loss, flow_interpolate, map_to_tokens, ms_ssim_loss, projection_mlp
+from cod.train.lite_module import DEFAULT_LOSS, reconstruction_losses
+from cod.train.losses import flow_interpolate, projection_mlp
 
 DEFAULT_DISTILL_LOSS: dict[str, Any] = {
     **DEFAULT_LOSS,
@@ -257,16 +257,8 @@ class DistillModule(pl.LightningModule):
 
     def generator_losses(self, y01: torch.Tensor, g: torch.Generator) -> dict[str, torch.Tensor]:
         c = self.loss_cfg
-        x = 2 * y01 - 1
-        out = self.net(y01, return_features=self.backbone is not None)
+        losses, out = reconstruction_losses(self, y01)
         rec = out.reconstruction
-        losses = {"l1": (rec - x).abs().mean(), "vq": out.vq_loss}
-        if c["perceptual"] == "lpips":
-            losses["perceptual"] = self.lpips["vgg"](rec, x).mean() + 0.5 * self.lpips["alex"](rec, x).mean()
-        elif c["perceptual"] == "ms-ssim":
-            losses["perceptual"] = ms_ssim_loss(rec, x)
-        if self.backbone is not None:
-            losses["align"] = alignment_loss(self.proj(map_to_tokens(out.features[min(c["align_block"], len(out.features) - 1)])), self.backbone(y01))
         with torch.no_grad():
             cond, null = self.teacher_condition(y01)
             x_t, t, _ = self._noisy(rec.detach(), g)

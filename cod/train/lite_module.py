@@ -40,6 +40,30 @@ DEFAULT_LOSS: dict[str, Any] = {
 }
 
 
+def block_tokens(feats: list[torch.Tensor], index: int) -> torch.Tensor:
+    """Tokens of the DiCo block output used for alignment (the last one in shallow nets)."""
+    return map_to_tokens(feats[min(index, len(feats) - 1)])
+
+
+def reconstruction_losses(module: pl.LightningModule, y01: torch.Tensor) -> tuple[dict[str, torch.Tensor], Any]:
+    """The one-step reconstruction terms of stages II-1 and II-2 (spec §4.4, §4.5):
+    L1, perceptual (LPIPS-VGG + 0.5 LPIPS-Alex, or 1 - MS-SSIM), alignment of a DiCo block
+    to the frozen backbone, and the VQ loss. ``module`` holds ``net``, ``loss_cfg``,
+    ``lpips``, ``backbone`` and ``proj``. Returns (losses, network output)."""
+    c = module.loss_cfg
+    x = 2 * y01 - 1
+    out = module.net(y01, return_features=module.backbone is not None)
+    rec = out.reconstruction
+    losses = {"l1": (rec - x).abs().mean(), "vq": out.vq_loss}
+    if c["perceptual"] == "lpips":
+        losses["perceptual"] = module.lpips["vgg"](rec, x).mean() + 0.5 * module.lpips["alex"](rec, x).mean()
+    elif c["perceptual"] == "ms-ssim":
+        losses["perceptual"] = ms_ssim_loss(rec, x)
+    if module.backbone is not None:
+        losses["align"] = alignment_loss(module.proj(block_tokens(out.features, c["align_block"])), module.backbone(y01))
+    return losses, out
+
+
 class CoDLiteModule(pl.LightningModule):
     """Trains a CoDLite network; ``self.net`` is the network that gets exported."""
 
@@ -75,7 +99,7 @@ class CoDLiteModule(pl.LightningModule):
         return g
 
     def _block_tokens(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        return map_to_tokens(feats[min(self.loss_cfg["align_block"], len(feats) - 1)])
+        return block_tokens(feats, self.loss_cfg["align_block"])
 
     # ------------------------------------------------------------------ stage I
     def _pretrain_losses(self, y01: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -104,18 +128,7 @@ class CoDLiteModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ stage II-1
     def _onestep_losses(self, y01: torch.Tensor) -> dict[str, torch.Tensor]:
-        c = self.loss_cfg
-        x = 2 * y01 - 1
-        out = self.net(y01, return_features=self.backbone is not None)
-        rec = out.reconstruction
-        losses = {"l1": (rec - x).abs().mean(), "vq": out.vq_loss}
-        if c["perceptual"] == "lpips":
-            losses["perceptual"] = self.lpips["vgg"](rec, x).mean() + 0.5 * self.lpips["alex"](rec, x).mean()
-        elif c["perceptual"] == "ms-ssim":
-            losses["perceptual"] = ms_ssim_loss(rec, x)
-        if self.backbone is not None:
-            losses["align"] = alignment_loss(self.proj(self._block_tokens(out.features)), self.backbone(y01))
-        return losses
+        return reconstruction_losses(self, y01)[0]
 
     def _weights(self) -> dict[str, float]:
         c = self.loss_cfg
