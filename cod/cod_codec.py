@@ -37,6 +37,7 @@ from cod.codec import IndexCodec, Timing, _resolve_device, image_to_tensor, inst
 from cod.diffusion.samplers import SAMPLERS, StepInfo, flow_timesteps, get_sampler, guided, initial_noise
 from cod.errors import BitstreamError, CheckpointError
 from cod.image_io import as_rgb_array
+from cod.official import is_official_checkpoint, official_yaml_for
 from cod.models.cod_dit import CoDDiTBase
 from cod.zoo import COD_FAMILIES, COD_MODELS, cod_family_code, get_cod_config
 
@@ -326,13 +327,10 @@ def load_cod_model(name: str | None = None, weights: str | Path | None = None, c
             raise CheckpointError(f"no weights installed for {name or 'CoD'}; pass --weights PATH (a .safetensors from `cod convert`, or an official .pt with its .yaml)")
         weights = inst[name]
     weights = Path(weights)
-    if weights.suffix in (".pt", ".pth", ".ckpt"):
+    if is_official_checkpoint(weights):
         from cod.official import convert_official_cod
 
-        yaml_path = Path(config_yaml) if config_yaml else weights.with_suffix(".yaml")
-        if not yaml_path.is_file():
-            raise CheckpointError(f"official checkpoint {weights.name} needs its .yaml config (looked for {yaml_path}; give --config)")
-        config, state, _ = convert_official_cod(weights, yaml_path, unsafe_pickle=unsafe_pickle, name=name)
+        config, state, _ = convert_official_cod(weights, official_yaml_for(weights, config_yaml), unsafe_pickle=unsafe_pickle, name=name)
         official = True
     else:
         config, state = read_weights(weights)

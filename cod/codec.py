@@ -24,6 +24,7 @@ from cod.checkpoint import load_state_strict, read_weights
 from cod.errors import BitstreamError, CheckpointError
 from cod.image_io import DEFAULT_MAX_PIXELS, as_rgb_array
 from cod.models.lite import CoDLite, build_codlite
+from cod.official import is_official_checkpoint, official_yaml_for
 from cod.zoo import FAMILY_CODLITE, MODELS, get_config, nominal_bpp, pad_multiple
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -243,13 +244,10 @@ def load_model(name: str | None = None, weights: str | Path | None = None, confi
             )
         weights = inst[name]
     weights = Path(weights)
-    if weights.suffix in (".pt", ".pth", ".ckpt"):
+    if is_official_checkpoint(weights):
         from cod.official import convert_official
 
-        yaml_path = Path(config_yaml) if config_yaml else weights.with_suffix(".yaml")
-        if not yaml_path.is_file():
-            raise CheckpointError(f"official checkpoint {weights.name} needs its .yaml config (looked for {yaml_path}; give --config)")
-        config, state, _ = convert_official(weights, yaml_path, name=name)
+        config, state, _ = convert_official(weights, official_yaml_for(weights, config_yaml), name=name)
     else:
         config, state = read_weights(weights)
     if config.get("family", "codlite") != "codlite":
@@ -275,10 +273,10 @@ def is_cod_model(name: str | None, weights: str | Path | None, config_yaml: str 
     if weights is None:
         return False
     weights = Path(weights)
-    if weights.suffix in (".pt", ".pth", ".ckpt"):
+    if is_official_checkpoint(weights):
         from cod.official import is_official_cod_yaml
 
-        return is_official_cod_yaml(config_yaml or weights.with_suffix(".yaml"))
+        return is_official_cod_yaml(official_yaml_for(weights, config_yaml, must_exist=False))
     if weights.is_file():
         return str(read_weights(weights)[0].get("family", "codlite")).startswith("cod-")
     return False

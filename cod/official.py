@@ -121,6 +121,23 @@ def select_prefix(state: Mapping[str, Any], prefix: str | None) -> tuple[dict[st
     raise CheckpointError(f"no network weights found in checkpoint (looked for prefix {', '.join(repr(c) for c in candidates)})")
 
 
+OFFICIAL_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+def is_official_checkpoint(path: str | Path) -> bool:
+    """An official-release checkpoint (torch pickle), as opposed to our .safetensors."""
+    return Path(path).suffix in OFFICIAL_SUFFIXES
+
+
+def official_yaml_for(ckpt: str | Path, config_yaml: str | Path | None = None, must_exist: bool = True) -> Path:
+    """The .yaml of an official checkpoint: the one given, else the one beside it."""
+    ckpt = Path(ckpt)
+    path = Path(config_yaml) if config_yaml else ckpt.with_suffix(".yaml")
+    if must_exist and not path.is_file():
+        raise CheckpointError(f"official checkpoint {ckpt.name} needs its .yaml config (looked for {path}; give --config)")
+    return path
+
+
 def read_official_checkpoint(path: str | Path, unsafe_pickle: bool = False) -> dict[str, Any]:
     """torch.load an official .pt, refusing arbitrary pickles unless asked."""
     path = Path(path)

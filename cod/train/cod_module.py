@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from cod.errors import CodError
 from cod.train.backbones import build_token_backbone
+from cod.train.lite_module import log_losses
 from cod.train.losses import CodecReconHead, alignment_loss, flow_interpolate, map_to_tokens, projection_mlp
 
 DEFAULT_COD_LOSS: dict[str, Any] = {
@@ -170,9 +171,7 @@ class CoDPretrainModule(pl.LightningModule):
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         losses = self.compute_losses(batch)
         total = self.total(losses)
-        if self._trainer is not None:
-            self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=False, on_step=True)
-            self.log("train/loss", total.detach(), prog_bar=True, on_step=True)
+        log_losses(self, losses, total)
         return total
 
     def configure_optimizers(self):

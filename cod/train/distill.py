@@ -44,7 +44,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from cod.errors import CodError
 from cod.models.lite import CoDLite, build_codlite
 from cod.train.backbones import DinoV2Backbone, RandomTokenBackbone, build_token_backbone
-from cod.train.lite_module import DEFAULT_LOSS, reconstruction_losses
+from cod.train.lite_module import DEFAULT_LOSS, log_losses, reconstruction_losses
 from cod.train.losses import flow_interpolate, projection_mlp
 
 DEFAULT_DISTILL_LOSS: dict[str, Any] = {
@@ -299,9 +299,8 @@ class DistillModule(pl.LightningModule):
             with warnings.catch_warnings():  # opt_g has not stepped yet during the first critic steps
                 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
                 self.lr_schedulers().step()  # on every global step (spec §4.5)
+        log_losses(self, losses, total)
         if self._trainer is not None:
-            self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, on_step=True)
-            self.log("train/loss", total.detach(), prog_bar=True, on_step=True)
             self.log("train/generator_step", float(gen), on_step=True)
         return total.detach()
 

@@ -40,6 +40,13 @@ DEFAULT_LOSS: dict[str, Any] = {
 }
 
 
+def log_losses(module: pl.LightningModule, losses: dict[str, torch.Tensor], total: torch.Tensor) -> None:
+    """Log every loss term and the total per step (a no-op outside a Trainer, e.g. in benchmarks)."""
+    if module._trainer is not None:
+        module.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=False, on_step=True)
+        module.log("train/loss", total.detach(), prog_bar=True, on_step=True)
+
+
 def block_tokens(feats: list[torch.Tensor], index: int) -> torch.Tensor:
     """Tokens of the DiCo block output used for alignment (the last one in shallow nets)."""
     return map_to_tokens(feats[min(index, len(feats) - 1)])
@@ -140,9 +147,7 @@ class CoDLiteModule(pl.LightningModule):
         losses = self._pretrain_losses(batch) if self.stage == "pretrain" else self._onestep_losses(batch)
         w = self._weights()
         total = sum(w[k] * v for k, v in losses.items())
-        if self._trainer is not None:
-            self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=False, on_step=True)
-            self.log("train/loss", total.detach(), prog_bar=True, on_step=True)
+        log_losses(self, losses, total)
         return total
 
     def configure_optimizers(self):
