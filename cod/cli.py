@@ -34,7 +34,7 @@ def _error(msg: str) -> None:
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     from cod.zoo import MODELS
 
-    p.add_argument("--model", "-m", default=None, help=f"model name ({', '.join(MODELS)}); default: from the weights file")
+    p.add_argument("--model", "-m", default=None, help=f"model name ({', '.join(MODELS)}); default: from --weights, else the installed default model, and for decompress the installed model that wrote the file")
     p.add_argument("--weights", "-w", default=None, help="our .safetensors (from `cod convert`) or an official .pt; default: the installed weights")
     p.add_argument("--config", default=None, help="official .yaml for an official .pt (default: next to it)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if available, else cpu")
@@ -127,6 +127,7 @@ def _decoded_name(src: Path, output_given: bool) -> str:
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
+    from cod.codec import installed_weights
     from cod.image_io import write_image
 
     files = [Path(f) for f in args.inputs]
@@ -135,8 +136,12 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         expanded.extend(sorted(f.glob("*.cod")) if f.is_dir() else [f])
     if not expanded:
         raise CodError("no .cod files found")
-    codec = _load_codec(args)
-    decode_kw = _decode_kwargs(args, codec)
+    # No --model/--weights: each .cod file names its model (family, rate, tag), so the
+    # installed model that wrote it decodes it; the official format has no such fields.
+    by_header = args.model is None and args.weights is None and args.format == "cod"
+    codec = None if by_header else _load_codec(args)
+    decode_kw = _decode_kwargs(args, codec) if codec is not None else {}
+    loaded: dict[str, Any] = {}
 
     def one(src: Path) -> None:
         if not src.is_file():
@@ -144,7 +149,14 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         data = src.read_bytes()
         import numpy as np
 
-        img = codec.decompress(data, format=args.format, **decode_kw)
+        from cod.codec import installed_codec_for
+
+        c = codec
+        if c is None:
+            if not loaded and not installed_weights():
+                _load_codec(args)  # raises the usual "no weights installed" error
+            c = installed_codec_for(data, device=args.device, cache=loaded)
+        img = c.decompress(data, format=args.format, **(decode_kw or _decode_kwargs(args, c)))
         dst = _output_path(src, args.output, len(expanded), _decoded_name(src, args.output is not None))
         write_image(dst, np.asarray(img))
         if not args.quiet:
@@ -289,14 +301,16 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from cod.codec import installed_weights
-    from cod.zoo import MODELS, nominal_bpp
+    from cod.zoo import DEFAULT_MODEL, MODELS, nominal_bpp
 
     inst = installed_weights()
     from cod.zoo import COD_MODELS
 
     print(f"{'model':<22} {'ds':>3} {'bits':>4} {'nominal bpp':>11}  weights")
+    default = DEFAULT_MODEL if DEFAULT_MODEL in inst else (sorted(inst)[0] if inst else None)
     for name, cfg in {**MODELS, **COD_MODELS}.items():
         w = str(inst[name]) if name in inst else "not installed (use --weights)"
+        w += " (default)" if name == default else ""
         stride = cfg["ds"] if cfg.get("up2x", True) else cfg["ds"] // 2
         print(f"{name:<22} {stride:>3} {cfg['codebook_bits']:>4} {nominal_bpp(stride, cfg['codebook_bits']):>11.5f}  {w}")
     for name in sorted(set(inst) - set(MODELS) - set(COD_MODELS)):

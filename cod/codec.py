@@ -21,11 +21,11 @@ from PIL import Image
 
 from cod import bitstream as bs
 from cod.checkpoint import load_state_strict, read_weights
-from cod.errors import BitstreamError, CheckpointError
+from cod.errors import BitstreamError, CheckpointError, ModelMismatchError
 from cod.image_io import DEFAULT_MAX_PIXELS, as_rgb_array
 from cod.models.lite import CoDLite, build_codlite
 from cod.official import is_official_checkpoint, official_yaml_for
-from cod.zoo import FAMILY_CODLITE, MODELS, get_config, nominal_bpp, pad_multiple
+from cod.zoo import DEFAULT_MODEL, FAMILY_CODLITE, MODELS, get_config, nominal_bpp, pad_multiple
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 PAD_MODES = ("replicate", "reflect", "constant")
@@ -235,7 +235,7 @@ def load_model(name: str | None = None, weights: str | Path | None = None, confi
         if name is None:
             if not inst:
                 raise CheckpointError("no weights installed; pass --weights PATH (see `cod models`)")
-            name = sorted(inst)[0]
+            name = DEFAULT_MODEL if DEFAULT_MODEL in inst else sorted(inst)[0]
         if name not in inst:
             known = f" Installed: {', '.join(inst)}." if inst else ""
             raise CheckpointError(
@@ -262,6 +262,23 @@ def load_model(name: str | None = None, weights: str | Path | None = None, confi
     model = build_codlite(config)
     load_state_strict(model, state)
     return model, config
+
+
+def installed_codec_for(data: bytes, device: str | torch.device | None = "cpu", cache: dict[str, Any] | None = None):
+    """The installed codec that wrote a .cod file (same family, ds, bits and model tag), so
+    that ``cod decompress FILE`` needs no flags. ``cache`` keeps loaded codecs between files."""
+    header = bs.read_cod(data).header
+    cache = {} if cache is None else cache
+    for name in installed_weights():
+        if name not in cache:
+            cache[name] = load(name, device=device)
+        c = cache[name]
+        if (c.family_code, c.ds, c.bits, c.model_tag) == (header.family, header.ds, header.bits, header.model_tag):
+            return c
+    raise ModelMismatchError(
+        f"no installed model wrote this file ({header.family_name}, ds={header.ds}, {header.bits}-bit codebook, model tag {header.model_tag:04x}); "
+        "pass --weights PATH (installed: " + (", ".join(installed_weights()) or "none") + ")"
+    )
 
 
 def is_cod_model(name: str | None, weights: str | Path | None, config_yaml: str | Path | None = None) -> bool:

@@ -79,7 +79,23 @@ def codlite_config(rate: str, **overrides: Any) -> dict[str, Any]:
 
 
 # Named-size factory (DiT style): name -> config.
+# Small CoD-Lite: the same layout, narrower and shallower (~5.9 M parameters). The models
+# shipped inside the package (cod/weights/, docs/models.md) have this size.
+CODLITE_SMALL: dict[str, Any] = {
+    "hidden_size": 128,
+    "hidden_size_x": 16,
+    "num_blocks": 8,  # 6 DiCo blocks + 2 pixel-head blocks
+    "num_cond_blocks": 6,
+    "encoder_channels": 32,
+    "latent_channels": 32,
+}
+SMALL_RATES = ("0.0312", "0.125")
+
 MODELS: dict[str, dict[str, Any]] = {f"codlite-{r}": codlite_config(r) for r in RATES}
+MODELS.update({f"codlite-small-{r}": codlite_config(r, **CODLITE_SMALL) for r in SMALL_RATES})
+
+# What `cod compress` uses when neither --model nor --weights is given.
+DEFAULT_MODEL = "codlite-small-0.0312"
 
 
 def get_config(name: str) -> dict[str, Any]:

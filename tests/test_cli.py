@@ -202,3 +202,41 @@ def test_outputs_have_normal_permissions(photo, tiny_weights):
     mask = os.umask(0)
     os.umask(mask)
     assert mode == 0o666 & ~mask
+
+
+def test_installed_models_are_picked_by_default_and_by_header(photo, tiny_weights, tmp_path, monkeypatch, capsys):
+    """No --model/--weights: compress uses the default model; decompress finds the installed
+    model that wrote each file from its header (rate and model tag), whatever the default."""
+    import shutil
+
+    import cod.codec
+    from cod.zoo import DEFAULT_MODEL
+
+    inst = tmp_path / "weights"
+    inst.mkdir()
+    shutil.copy(tiny_weights["0.0312"], inst / f"{DEFAULT_MODEL}.safetensors")
+    shutil.copy(tiny_weights["0.125"], inst / "codlite-small-0.125.safetensors")
+    monkeypatch.setattr(cod.codec, "WEIGHTS_DIR", inst)
+    assert main(["models"]) == 0
+    listing = capsys.readouterr().out
+    assert f"{DEFAULT_MODEL}" in listing and "(default)" in listing and str(inst / "codlite-small-0.125.safetensors") in listing
+
+    assert main(["compress", str(photo), "-o", str(tmp_path / "a.cod"), "-q"]) == 0
+    assert main(["compress", str(photo), "-o", str(tmp_path / "b.cod"), "--model", "codlite-small-0.125", "-q"]) == 0
+    assert main(["info", str(tmp_path / "a.cod"), str(tmp_path / "b.cod"), "--json"]) == 0
+    infos = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [i["ds"] for i in infos] == [16, 8]
+    assert main(["decompress", str(tmp_path / "a.cod"), str(tmp_path / "b.cod"), "-o", str(tmp_path / "dec") + "/", "-q"]) == 0
+    for name, rate in (("a", "0.0312"), ("b", "0.125")):
+        explicit = tmp_path / f"{name}.explicit.png"
+        assert main(["decompress", str(tmp_path / f"{name}.cod"), "-o", str(explicit), "--weights", str(tiny_weights[rate]), "-q"]) == 0
+        assert Image.open(tmp_path / "dec" / f"{name}.png").tobytes() == Image.open(explicit).tobytes()
+
+    # a file from weights that are not installed: one clear line, no output
+    other = tmp_path / "other.cod"
+    assert main(["compress", str(photo), "-o", str(other), "--weights", str(tiny_weights["0.5"]), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["decompress", str(other), "-o", str(tmp_path / "other.png")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no installed model wrote this file") and "--weights" in err
+    assert not (tmp_path / "other.png").exists()

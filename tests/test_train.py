@@ -32,11 +32,13 @@ def test_tiny_stages_run_and_chain(tmp_path):
     assert not any("lora" in k or "base_model" in k for k in load_file(one))
 
 
-def test_resume_equals_uninterrupted(tmp_path):
-    # 3 steps, then resumed to 7 (more steps left than done: a repeated batch would show)
-    full = train(_cfg("tiny-pretrain", tmp_path / "a", "trainer.max_steps=7", "trainer.checkpoint_every=3"))
-    train(_cfg("tiny-pretrain", tmp_path / "b", "trainer.max_steps=3", "trainer.checkpoint_every=3"))
-    resumed = train(_cfg("tiny-pretrain", tmp_path / "b", "trainer.max_steps=7", "trainer.checkpoint_every=3"))
+@pytest.mark.parametrize("extra", [[], ["vq_restart={every: 2}", "data.scale=[0.5, 1.0]", "data.cache=true"]], ids=["plain", "restarts-scale-cache"])
+def test_resume_equals_uninterrupted(tmp_path, extra):
+    # 3 steps, then resumed to 7 (more steps left than done: a repeated batch would show);
+    # with codebook restarts the usage counts travel in the checkpoint
+    full = train(_cfg("tiny-pretrain", tmp_path / "a", "trainer.max_steps=7", "trainer.checkpoint_every=3", *extra))
+    train(_cfg("tiny-pretrain", tmp_path / "b", "trainer.max_steps=3", "trainer.checkpoint_every=3", *extra))
+    resumed = train(_cfg("tiny-pretrain", tmp_path / "b", "trainer.max_steps=7", "trainer.checkpoint_every=3", *extra))
     a, b = load_file(full), load_file(resumed)
     assert a.keys() == b.keys()
     for k in a:
@@ -131,6 +133,61 @@ def test_bad_and_small_images_are_skipped_and_counted(tmp_path):
     assert len(ds.files) == 1 and len(ds.stats.too_small) == 1 and len(ds.stats.unreadable) == 1
     a, b = ds[0], ds[0]
     assert a.shape == (3, 64, 64) and torch.equal(a, b)  # a crop is a function of its index
+
+
+def test_scale_augmentation_is_antialiased_and_deterministic(tmp_path):
+    from PIL import Image
+
+    from cod.errors import CodError
+    from cod.train.data import RandomCropDataset
+
+    board = (np.indices((256, 256)).sum(0) % 2 * 255).astype(np.uint8)  # 1-pixel checkerboard
+    Image.fromarray(np.stack([board] * 3, -1)).save(tmp_path / "board.png")
+    plain = RandomCropDataset([tmp_path], 64)
+    half = RandomCropDataset([tmp_path], 64, scale=(0.5, 0.5), cache=True)
+    assert plain[3].std() > 0.45  # the raw checkerboard
+    crop = half[3]
+    assert crop.shape == (3, 64, 64) and crop.std() < 0.05 and abs(crop.mean() - 0.5) < 0.02  # averaged, not aliased
+    assert torch.equal(crop, half[3]) and half.cache  # a function of the index; decoded image kept
+    mixed = RandomCropDataset([tmp_path], 64, scale=(0.25, 1.0), length=40)
+    assert len({round(float(mixed[i].std()), 3) for i in range(40)}) > 5  # scales vary per crop
+    with pytest.raises(CodError, match="data.scale"):
+        RandomCropDataset([tmp_path], 64, scale=(0.0, 1.0))
+
+
+def test_dead_codes_restart_on_encoder_outputs():
+    """Codes unused since the last restart move onto latents of the current batch; used
+    codes stay; the usage count starts again."""
+    from cod.train.lite_module import CoDLiteModule
+    from tests.conftest import tiny_config
+
+    torch.manual_seed(0)
+    module = CoDLiteModule(tiny_config("0.0312"), stage="onestep", vq_restart={"every": 1})
+    module.train()
+    book = module.net.condition.quantizer.codebook.weight
+    before = book.detach().clone()
+    module._onestep_losses(torch.rand(2, 3, 64, 64))
+    used = module.code_usage > 0
+    assert 0 < used.sum() < used.numel()
+    latents = module._last_latents.permute(0, 2, 3, 1).reshape(-1, book.shape[1])
+    module._restart_dead_codes()
+    after = book.detach()
+    assert torch.equal(after[used], before[used])
+    dead_rows = after[~used]
+    assert (dead_rows[:, None] - latents[None]).abs().amax(-1).min(1).values.max() == 0  # each is a latent
+    assert int(module.code_usage.sum()) == 0
+
+
+def test_small_configs_name_the_shipped_architecture():
+    """The recipe of the shipped default models builds exactly the zoo's small models."""
+    from cod.train.run import model_config
+    from cod.zoo import MODELS, SMALL_RATES
+
+    for stage in ("codlite-small-pretrain", "codlite-small-onestep"):
+        for rate in SMALL_RATES:
+            mc = model_config(load_config(stage, [f"model.name=codlite-{rate}"]))
+            mc.pop("name")
+            assert mc == MODELS[f"codlite-small-{rate}"], (stage, rate)
 
 
 def test_dinov2_backbone_from_local_file(tmp_path):

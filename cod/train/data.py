@@ -6,6 +6,7 @@ image that fails to decode later is replaced by another one (and counted).
 """
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,10 +58,18 @@ class RandomCropDataset(Dataset):
     """Random ``size``x``size`` crops in [0, 1] (C,H,W), horizontal flips with p=0.5.
 
     ``length`` sets the number of crops per epoch (default: one per image).
+    ``scale`` = (lo, hi): each crop first picks a scale s in [lo, hi] (uniform in log s), cuts
+    a ``size/s`` square and resizes it to ``size`` (antialiased), so large photos are also seen
+    at the detail level of smaller ones. ``cache`` keeps decoded images in memory (per process).
     """
 
-    def __init__(self, sources: Sequence[str | Path], size: int, flip: bool = True, length: int | None = None, exclude: Sequence[str] = ("kodak",), seed: int = 0):
+    def __init__(self, sources: Sequence[str | Path], size: int, flip: bool = True, length: int | None = None, exclude: Sequence[str] = ("kodak",), seed: int = 0, scale: tuple[float, float] = (1.0, 1.0), cache: bool = False):
         self.size, self.flip, self.seed = size, flip, seed
+        lo, hi = float(scale[0]), float(scale[1])
+        if not 0 < lo <= hi <= 1:
+            raise CodError(f"data.scale must satisfy 0 < lo <= hi <= 1, got {list(scale)}")
+        self.scale = (lo, hi)
+        self.cache: dict[Path, np.ndarray] | None = {} if cache else None
         self.stats = SkipStats()
         self.files: list[Path] = []
         for f in find_images(sources):
@@ -84,9 +93,14 @@ class RandomCropDataset(Dataset):
         return self.length
 
     def _load(self, path: Path) -> np.ndarray:
+        if self.cache is not None and path in self.cache:
+            return self.cache[path]
         with Image.open(path) as im:
             im.load()
-            return to_rgb_array(im, path.name)
+            arr = to_rgb_array(im, path.name)
+        if self.cache is not None:
+            self.cache[path] = arr
+        return arr
 
     def _file_for(self, index: int) -> Path:
         """Each pass over the files is a fresh permutation, a function of (seed, pass)."""
@@ -109,9 +123,14 @@ class RandomCropDataset(Dataset):
             if min(h, w) < self.size:
                 self.stats.failed_at_load += 1
                 continue
-            y, x = rng.randrange(h - self.size + 1), rng.randrange(w - self.size + 1)
-            crop = arr[y : y + self.size, x : x + self.size]
+            lo, hi = self.scale
+            s = math.exp(rng.uniform(math.log(lo), math.log(hi))) if lo < hi else lo
+            side = min(h, w, max(self.size, round(self.size / s)))
+            y, x = rng.randrange(h - side + 1), rng.randrange(w - side + 1)
+            crop = arr[y : y + side, x : x + side]
+            if side != self.size:
+                crop = np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((self.size, self.size), Image.Resampling.BICUBIC, reducing_gap=None))
             if self.flip and rng.random() < 0.5:
                 crop = crop[:, ::-1]
-            return torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float().div(255.0)
+            return torch.from_numpy(np.array(crop, copy=True)).permute(2, 0, 1).float().div(255.0)
         raise CodError(f"10 training images in a row failed to load near index {index}")

@@ -74,7 +74,7 @@ def reconstruction_losses(module: pl.LightningModule, y01: torch.Tensor) -> tupl
 class CoDLiteModule(pl.LightningModule):
     """Trains a CoDLite network; ``self.net`` is the network that gets exported."""
 
-    def __init__(self, model_config: dict[str, Any], stage: str = "pretrain", lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, loss: dict[str, Any] | None = None, backbone: str = "none", backbone_weights: str | None = None, seed: int = 0, lora: dict[str, Any] | None = None, lpips_weights_dir: str | None = None):
+    def __init__(self, model_config: dict[str, Any], stage: str = "pretrain", lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, loss: dict[str, Any] | None = None, backbone: str = "none", backbone_weights: str | None = None, seed: int = 0, lora: dict[str, Any] | None = None, lpips_weights_dir: str | None = None, vq_restart: dict[str, int] | None = None):
         super().__init__()
         if stage not in ("pretrain", "onestep"):
             raise ValueError(f"unknown stage {stage!r}")
@@ -98,6 +98,12 @@ class CoDLiteModule(pl.LightningModule):
             make = (lambda net: build_lpips(net, None)) if lpips_weights_dir == "random" else (lambda net: load_lpips(net, lpips_weights_dir))
             self.lpips = torch.nn.ModuleDict({"vgg": make("vgg"), "alex": make("alex")}).requires_grad_(False)
         self.lora_cfg = lora
+        # dead-code restarts (a training aid, not in the papers): see _restart_dead_codes
+        self.vq_restart = {"every": int((vq_restart or {}).get("every", 0)), "until": int((vq_restart or {}).get("until", 0))}
+        self.register_buffer("code_usage", torch.zeros(2 ** int(model_config["codebook_bits"]), dtype=torch.long))
+        self._last_latents: torch.Tensor | None = None
+        if self.vq_restart["every"] > 0:
+            self.net.condition.quantizer.register_forward_hook(self._record_codes)
 
     # ------------------------------------------------------------------ helpers
     def _generator(self) -> torch.Generator:
@@ -107,6 +113,44 @@ class CoDLiteModule(pl.LightningModule):
 
     def _block_tokens(self, feats: list[torch.Tensor]) -> torch.Tensor:
         return block_tokens(feats, self.loss_cfg["align_block"])
+
+    # ------------------------------------------------------------------ codebook restarts
+    def _record_codes(self, quantizer: torch.nn.Module, inputs: tuple[torch.Tensor], q: Any) -> None:
+        if self.training:
+            self._last_latents = inputs[0].detach()
+            self.code_usage += torch.bincount(q.indices.flatten(), minlength=self.code_usage.numel())
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        every, until = self.vq_restart["every"], self.vq_restart["until"]
+        step = self.global_step
+        if every <= 0 or self._last_latents is None or step == 0 or step % every or (until and step > until):
+            return
+        if getattr(self, "_restarted_at", -1) == step:  # once per optimiser step under accumulation
+            return
+        self._restarted_at = step
+        self._restart_dead_codes()
+
+    @torch.no_grad()
+    def _restart_dead_codes(self) -> None:
+        """Codes unused since the last restart are moved onto encoder outputs of the current
+        batch (random picks, seeded by step), the usual cure for codebook collapse in short
+        VQ training; usage is summed over ranks and rank 0's codebook is broadcast."""
+        import torch.distributed as dist
+
+        usage = self.code_usage.clone()
+        dist_on = dist.is_available() and dist.is_initialized()
+        if dist_on:
+            dist.all_reduce(usage)
+        dead = (usage == 0).nonzero().flatten()
+        book = self.net.condition.quantizer.codebook.weight
+        self.log("train/codes_used", 1.0 - dead.numel() / usage.numel(), on_step=True)
+        if dead.numel():
+            z = self._last_latents.permute(0, 2, 3, 1).reshape(-1, book.shape[1])
+            pick = torch.randint(0, z.shape[0], (dead.numel(),), generator=self._generator(), device=z.device)
+            book.data[dead] = z[pick].to(book.dtype)
+        if dist_on:
+            dist.broadcast(book.data, 0)
+        self.code_usage.zero_()
 
     # ------------------------------------------------------------------ stage I
     def _pretrain_losses(self, y01: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -171,12 +171,12 @@ def train(cfg: dict[str, Any], callbacks: list[Any] | None = None) -> Path:
             raise CodError("stage cod-pretrain trains the network fully: set lora: null")
         module = build_cod_module(cfg, mc, seed)
     else:
-        module = CoDLiteModule(mc, stage=cfg["stage"], lr=float(opt.get("lr", 1e-4)), betas=tuple(opt.get("betas", (0.9, 0.999))), weight_decay=float(opt.get("weight_decay", 0.0)), loss=cfg.get("loss"), backbone=cfg.get("backbone", "none"), backbone_weights=cfg.get("backbone_weights"), seed=seed, lpips_weights_dir=cfg.get("lpips_weights_dir"))
+        module = CoDLiteModule(mc, stage=cfg["stage"], lr=float(opt.get("lr", 1e-4)), betas=tuple(opt.get("betas", (0.9, 0.999))), weight_decay=float(opt.get("weight_decay", 0.0)), loss=cfg.get("loss"), backbone=cfg.get("backbone", "none"), backbone_weights=cfg.get("backbone_weights"), seed=seed, lpips_weights_dir=cfg.get("lpips_weights_dir"), vq_restart=cfg.get("vq_restart"))
     if cfg.get("init_from"):
         _init_weights(module, cfg["init_from"], bool(cfg.get("init_strict", True)))
     if cfg.get("lora"):
         _apply_lora(module, cfg["lora"])
-    dataset = RandomCropDataset(data["sources"], int(data["size"]), flip=bool(data.get("flip", True)), seed=seed)
+    dataset = RandomCropDataset(data["sources"], int(data["size"]), flip=bool(data.get("flip", True)), seed=seed, scale=tuple(data.get("scale", (1.0, 1.0))), cache=bool(data.get("cache", False)))
     print(f"training data: {len(dataset.files)} images ({dataset.stats.summary()})")
 
     ckpt_dir = out / "checkpoints"
@@ -215,6 +215,7 @@ def train(cfg: dict[str, Any], callbacks: list[Any] | None = None) -> Path:
         use_distributed_sampler=False,
         enable_model_summary=False,
         max_epochs=-1,
+        max_time=tr.get("max_time"),  # e.g. "00:01:30:00": stop (and export) after this wall time
         gradient_clip_val=None if distill else tr.get("gradient_clip_val"),
         deterministic=bool(tr.get("deterministic", False)),
     )

@@ -1,0 +1,49 @@
+"""Copy a trained model into the package (cod/weights/NAME.safetensors), optionally in fp16.
+
+    python tools/ship_weights.py runs/codlite-small-0.0312/model.safetensors --name codlite-small-0.0312 --dtype float16 --check IMAGE
+
+The config travels inside the file (cod.checkpoint). ``--check IMAGE`` round-trips the image
+through the original and the shipped weights and prints how far the decodes differ, so the
+precision decision (docs/models.md) rests on a measurement.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cod.checkpoint import read_weights, save_weights
+from cod.codec import WEIGHTS_DIR, CoDLiteCodec, load_model
+from cod.image_io import read_image
+from cod.models.lite import build_codlite
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("weights", help="a model.safetensors exported by `cod train`")
+    ap.add_argument("--name", required=True, help="installed model name (file stem), e.g. codlite-small-0.0312")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    ap.add_argument("--check", default=None, help="an image to round-trip with both weight copies")
+    args = ap.parse_args()
+
+    config, state = read_weights(args.weights)
+    config = {**config, "name": args.name}
+    out = WEIGHTS_DIR / f"{args.name}.safetensors"
+    save_weights(out, state, config, dtype=getattr(torch, args.dtype))
+    print(f"{args.weights} -> {out} ({out.stat().st_size / 1e6:.2f} MB, {args.dtype})")
+    if args.check:
+        image = read_image(args.check)
+        ref_model = build_codlite(config)
+        ref_model.load_state_dict(state)
+        ref = CoDLiteCodec(ref_model, config, torch.device("cpu"))
+        shipped = CoDLiteCodec(load_model(weights=out)[0], config, torch.device("cpu"))
+        a = np.asarray(ref.decompress(ref.compress(image))).astype(int)
+        b = np.asarray(shipped.decompress(shipped.compress(image))).astype(int)
+        same_idx = ref.compress(image)[26:] == shipped.compress(image)[26:]
+        print(f"check on {args.check}: payload identical: {same_idx}; decoded max |diff| {np.abs(a - b).max()} levels, mean {np.abs(a - b).mean():.4f}")
+
+
+if __name__ == "__main__":
+    main()
