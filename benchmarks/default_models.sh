@@ -27,6 +27,10 @@ cod bench "$K" --crop 512 --limit "$FID_IMAGES" $MODELS --codec jpeg2000 --codec
 
 for set in k512 kfull; do
   cod plot "$OUT"/$set/*.json -o "$OUT/rd-$set.png" --metrics psnr-rgb,ms-ssim-rgb --title "Kodak ($set)"
-  for m in codlite-small-0.0312 codlite-small-0.125; do :; done
+  for c in $BASELINES; do  # BD-rate of our two-point curve against each baseline (fails cleanly without overlap)
+    cod bdrate "$OUT/$set/$c.json" "$OUT/$set/codlite-small.json" --metric psnr-rgb,ms-ssim-rgb || true
+  done
 done
+python tools/results_table.py "$OUT"/k512/*.json --fid "$OUT/k512-fid" > "$OUT/table-k512.md"
+python tools/results_table.py "$OUT"/kfull/*.json > "$OUT/table-kfull.md"
 echo "results in $OUT"

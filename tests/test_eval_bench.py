@@ -135,6 +135,29 @@ def test_unreachable_targets_are_merged_not_repeated(images):
     assert not res["details"][0]["images"][0]["target_reached"]
 
 
+def test_different_qualities_with_identical_files_are_one_point(images):
+    """AVIF at Pillow qualities 0 and 2 writes the same file: two targets that land on such
+    qualities give one point, not a duplicate (which would break BD-rate's monotone curve)."""
+    jpeg = get_baseline("jpeg")
+
+    class Floored:
+        name, quality_range, integer_quality = "floored", jpeg.quality_range, True
+
+        def compress(self, img, quality):
+            return jpeg.compress(img, max(quality, 40))  # every quality below 40 gives the same file
+
+        def decompress(self, data):
+            return jpeg.decompress(data)
+
+        def describe(self):
+            return "jpeg with quality floored at 40"
+
+    suite = M.MetricSuite(["psnr-rgb"])
+    low = 8 * len(jpeg.compress(images[0][1], 40)) / np.prod(images[0][1].shape[:2])
+    (res,) = bench([Floored()], images[:1], [0.9 * low, 1.01 * low], suite=suite, progress=False)
+    assert len(res["results"]["bpp"]) == 1 and "no extra point" in res["meta"]["notes"]["floored"]
+
+
 def test_save_load_round_trip_and_strict_json(results, tmp_path):
     path = save_results(results[0], tmp_path)
     assert path == tmp_path / "jpeg.json"

@@ -185,7 +185,7 @@ def test_small_configs_name_the_shipped_architecture():
 
     for stage in ("codlite-small-pretrain", "codlite-small-onestep"):
         for rate in SMALL_RATES:
-            mc = model_config(load_config(stage, [f"model.name=codlite-{rate}"]))
+            mc = model_config(load_config(stage, [f"model.name=codlite-small-{rate}"]))
             mc.pop("name")
             assert mc == MODELS[f"codlite-small-{rate}"], (stage, rate)
 

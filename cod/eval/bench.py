@@ -238,6 +238,7 @@ def _run_fixed(codec: Any, images: Sequence[NamedImage], suite: MetricSuite, bar
 def _run_baseline(codec: Baseline, images: Sequence[NamedImage], targets: Sequence[float], suite: MetricSuite, bar, curve: dict[str, Any]) -> None:
     caches: dict[str, dict] = {name: {} for name, _ in images}
     previous: list[Any] | None = None
+    previous_point: dict[str, Any] | None = None
     merged: list[float] = []
     for target in targets:
 
@@ -248,10 +249,11 @@ def _run_baseline(codec: Baseline, images: Sequence[NamedImage], targets: Sequen
         point, qualities = _score_point(images, encode, codec.decompress, suite, bar)
         point["target_bpp"] = target
         point["codec"] = codec.name
-        if previous is not None and qualities == previous:
-            merged.append(target)  # same encodings as the lower target: not a new point
+        same_files = (point["bpp"], point.get("psnr-rgb")) == (previous_point["bpp"], previous_point.get("psnr-rgb")) if previous_point else False
+        if previous is not None and (qualities == previous or same_files):
+            merged.append(target)  # same encodings as the lower target (AVIF's lowest qualities can give identical files): not a new point
             continue
-        previous = qualities
+        previous, previous_point = qualities, point
         curve["points"].append(point)
     lo = codec.quality_range[0]
     lows = [bits_per_pixel(caches[name][lo][0], *img.shape[:2]) for name, img in images if lo in caches[name]]
