@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE=1
 K=${KODAK:-../shared/data/kodak}
 OUT=${1:-results/default-models}
 BPP=0.03,0.05,0.08,0.125,0.2,0.3
-FID_IMAGES=${FID_IMAGES:-8}
+FID_IMAGES=${FID_IMAGES:-6}
 BASELINES="jpeg2000 avif avif-down2 avif-down4 hevc webp jpegxl"
 MODELS="--codec codlite-small-0.0312 --codec codlite-small-0.125"
 
@@ -31,6 +31,7 @@ for set in k512 kfull; do
     cod bdrate "$OUT/$set/$c.json" "$OUT/$set/codlite-small.json" --metric psnr-rgb,ms-ssim-rgb || true
   done
 done
-python tools/results_table.py "$OUT"/k512/*.json --fid "$OUT/k512-fid" > "$OUT/table-k512.md"
+python tools/results_table.py "$OUT"/k512/*.json > "$OUT/table-k512.md"
+python tools/results_table.py "$OUT"/k512-fid/*.json > "$OUT/table-k512-fid.md"
 python tools/results_table.py "$OUT"/kfull/*.json > "$OUT/table-kfull.md"
 echo "results in $OUT"

@@ -1,9 +1,6 @@
-"""Markdown table of `cod bench` results (one row per point), for docs/models.md.
+"""Markdown table of `cod bench` results (one row per point, sorted by bpp), for docs/models.md.
 
-    python tools/results_table.py results/default-models/k512/*.json [--fid results/default-models/k512-fid]
-
-``--fid DIR``: take FID from the JSON files of the same codec in DIR (matched by the nearest
-bpp, a subset run), shown with that run's image count.
+    python tools/results_table.py results/default-models/k512/*.json [--max-bpp 0.16]
 """
 from __future__ import annotations
 
@@ -12,35 +9,20 @@ import json
 from pathlib import Path
 
 
-def load(path: Path) -> dict:
-    return json.loads(path.read_text())
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", nargs="+")
-    ap.add_argument("--fid", default=None)
+    ap.add_argument("--max-bpp", type=float, default=None, help="only points at or below this bpp")
     args = ap.parse_args()
-    fid: dict[str, list[tuple[float, float]]] = {}
-    if args.fid:
-        for f in sorted(Path(args.fid).glob("*.json")):
-            d = load(f)
-            for det in d.get("details", []):
-                if det.get("fid") is not None:
-                    fid.setdefault(det["codec"], []).append((det["bpp"], det["fid"]))
     print("| codec | bpp | PSNR (dB) | MS-SSIM | patch-FID | encode ms | decode ms |")
     print("|---|---|---|---|---|---|---|")
     rows = []
     for f in args.results:
-        d = load(Path(f))
-        for det in d.get("details", []):
-            name = det["codec"]
-            f_val = "–"
-            if name in fid:
-                b, v = min(fid[name], key=lambda p: abs(p[0] - det["bpp"]))
-                if abs(b - det["bpp"]) <= 0.25 * det["bpp"]:
-                    f_val = f"{v:.1f}"
-            rows.append((det["bpp"], f"| {name} | {det['bpp']:.4f} | {det['psnr-rgb']:.2f} | {det['ms-ssim-rgb']:.4f} | {f_val} | {1000 * det['encoding_time']:.0f} | {1000 * det['decoding_time']:.0f} |"))
+        for det in json.loads(Path(f).read_text()).get("details", []):
+            if args.max_bpp is not None and det["bpp"] > args.max_bpp:
+                continue
+            fid = f"{det['fid']:.1f}" if det.get("fid") is not None else "–"
+            rows.append((det["bpp"], f"| {det['codec']} | {det['bpp']:.4f} | {det['psnr-rgb']:.2f} | {det['ms-ssim-rgb']:.4f} | {fid} | {1000 * det['encoding_time']:.0f} | {1000 * det['decoding_time']:.0f} |"))
     for _, row in sorted(rows):
         print(row)
 
