@@ -103,6 +103,7 @@ def main() -> int:
         else:
             loss = dict(cfg.get("loss", {}), perceptual="ms-ssim", align=0.0, codec_align=0.0)
             module = CoDLiteModule(model_config(cfg), stage=cfg["stage"], loss=loss, backbone="none").to(dev)
+        opt = None
         if distill:
             opts = {True: torch.optim.AdamW(module.generator_params(), lr=1e-5), False: torch.optim.AdamW(module.critic_params(), lr=1e-5)}
         else:
@@ -136,7 +137,7 @@ def main() -> int:
         s = sum(times) / len(times) if distill else sorted(times)[len(times) // 2]  # II-2: mean over the 1:4 cycle
         n = sum(p.numel() for p in module.net.parameters()) / 1e6
         print(f"{label:<30} {res:>5} {n:>9.1f} {s:>8.2f} {args.batch / s:>8.3f}")
-        del module, opt
+        del module, opt  # free the full-size model before building the next one
     return 0
 
 
