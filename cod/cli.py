@@ -395,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as exc:
         print(f"error: missing optional dependency {exc.name or exc}; install it with: pip install 'cod[eval]'", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `cod models | head`: the reader left; say nothing (Python docs, "Note on SIGPIPE")
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (OSError, MemoryError) as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

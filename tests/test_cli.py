@@ -240,3 +240,13 @@ def test_installed_models_are_picked_by_default_and_by_header(photo, tiny_weight
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no installed model wrote this file") and "--weights" in err
     assert not (tmp_path / "other.png").exists()
+
+
+def test_closed_pipe_is_quiet():
+    """`cod models | head -1`: the reader leaves early; no error line, no traceback."""
+    p = subprocess.Popen([sys.executable, "-m", "cod", "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # closed before the interpreter has started: every write hits EPIPE
+    err = p.stderr.read().decode()
+    p.wait(timeout=120)
+    assert err == "", err
+    assert p.returncode == 1
