@@ -9,6 +9,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 CONFORMANCE = ROOT.parent / "shared" / "conformance"
 DATA = ROOT.parent / "shared" / "data"
+# Training photos: the shared training set where present, else the few committed test photos
+# (tests/data/photos, public domain / CC0) so that a fresh clone runs the training tests too.
+TEST_PHOTOS = ROOT / "tests" / "data" / "photos"
+TRAIN_PHOTOS = DATA / "train" if (DATA / "train").is_dir() else TEST_PHOTOS
 
 
 def tiny_config(rate: str, **overrides):

@@ -18,19 +18,15 @@ from cod.eval.baselines import (
     lowest_bpp,
 )
 from cod.eval.metrics import psnr
-from cod.eval.speed import synthetic_image
 
-KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
+SAMPLE_PHOTO = Path(__file__).resolve().parents[1] / "cod" / "samples" / "parrots.png"  # kodim23
 TARGETS = (0.35, 0.7, 1.4)
 
 
 @pytest.fixture(scope="module")
 def image():
-    """kodim23 downscaled to 192x128 (a synthetic image where the data folder is absent)."""
-    f = KODAK / "kodim23.png"
-    if f.is_file():
-        return np.asarray(Image.open(f).convert("RGB").resize((192, 128), Image.Resampling.LANCZOS))
-    return synthetic_image(128, 192)
+    """kodim23 downscaled to 192x128 (the package's sample photo is the same image)."""
+    return np.asarray(Image.open(SAMPLE_PHOTO).convert("RGB").resize((192, 128), Image.Resampling.LANCZOS))
 
 
 def baseline_or_skip(name):

@@ -17,7 +17,8 @@ from cod.eval.cli import add_eval_subcommands
 from cod.eval.cli import main as eval_main
 from cod.eval.plot import plot_rd
 from cod.eval.schema import RESULT_KEYS, validate_results
-from cod.eval.speed import format_speed, speed, synthetic_image
+from cod.eval.speed import format_speed, speed
+from tests.conftest import TEST_PHOTOS
 
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
 TARGETS = [0.4, 0.8, 1.6]
@@ -52,17 +53,18 @@ class FakeCodec:
 
 
 def make_images(n=2, side=176):
-    """n side x side crops of Kodak images (synthetic where the data folder is absent)."""
+    """n side x side centre crops of half-size Kodak images (of the committed test photos
+    where the data folder is absent)."""
     out = []
-    for i, name in enumerate(["kodim03.png", "kodim19.png", "kodim05.png"][:n]):
+    for name, fallback in zip(["kodim03.png", "kodim19.png", "kodim05.png"][:n], ["coffee.jpg", "astronaut.jpg", "chelsea.jpg"]):
         if (KODAK / name).is_file():
             img = Image.open(KODAK / name).convert("RGB")
             img = img.resize((img.width // 2, img.height // 2), Image.Resampling.LANCZOS)
-            arr = np.asarray(img)
-            y, x = (arr.shape[0] - side) // 2, (arr.shape[1] - side) // 2
-            out.append((name, np.ascontiguousarray(arr[y : y + side, x : x + side])))
         else:
-            out.append((f"synthetic{i}.png", synthetic_image(side, side, seed=i)))
+            name, img = fallback.replace(".jpg", ".png"), Image.open(TEST_PHOTOS / fallback).convert("RGB")
+        arr = np.asarray(img)
+        y, x = (arr.shape[0] - side) // 2, (arr.shape[1] - side) // 2
+        out.append((name, np.ascontiguousarray(arr[y : y + side, x : x + side])))
     return out
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from cod.errors import CodError
 from cod.eval import metrics as M
-from cod.eval.speed import synthetic_image
+from tests.conftest import TEST_PHOTOS
 
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
 
@@ -25,11 +25,12 @@ def one_torch_thread():
 
 
 def sample_images(n=3, size=(288, 192)):
-    """Kodak images downscaled to 288x192 (landscape ones), else synthetic images."""
+    """Kodak images downscaled to 288x192 (landscape ones), else the committed test photos."""
     names = ["kodim01.png", "kodim07.png", "kodim23.png"][:n]
-    if all((KODAK / f).is_file() for f in names):
-        return [np.asarray(Image.open(KODAK / f).convert("RGB").resize(size, Image.Resampling.LANCZOS)) for f in names]
-    return [synthetic_image(size[1], size[0], seed=i) for i in range(n)]
+    files = [KODAK / f for f in names]
+    if not all(f.is_file() for f in files):
+        files = [TEST_PHOTOS / f for f in ("chelsea.jpg", "coffee.jpg", "rocket.jpg")][:n]
+    return [np.asarray(Image.open(f).convert("RGB").resize(size, Image.Resampling.LANCZOS)) for f in files]
 
 
 def noisy(img, amp=20, seed=0):

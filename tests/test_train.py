@@ -1,6 +1,7 @@
 """Training: every stage's tiny config runs, resume equals an uninterrupted run, loss goes
 down on real crops, 2-process DDP (gloo, CPU) keeps the ranks identical."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,13 +11,12 @@ import torch
 from safetensors.torch import load_file
 
 from cod.train.run import StepSampler, load_config, train
-from tests.conftest import DATA
+from tests.conftest import TRAIN_PHOTOS
 
-pytestmark = pytest.mark.skipif(not (DATA / "train").is_dir(), reason="training photos ../shared/data/train not found")
 
 
 def _cfg(name, tmp_path, *sets):
-    cfg = load_config(name, [f"data.sources=[{DATA / 'train'}]", f"output={tmp_path}", *sets])
+    cfg = load_config(name, [f"data.sources=[{TRAIN_PHOTOS}]", f"output={tmp_path}", *sets])
     return cfg
 
 
@@ -78,7 +78,7 @@ def test_step_sampler_splits_ranks_and_resumes():
 @pytest.mark.slow
 def test_ddp_two_processes_cpu(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "cod", "train", "tiny-pretrain", "-o", str(tmp_path), "--set", f"data.sources=[{DATA / 'train'}]",
+    cmd = [sys.executable, "-m", "cod", "train", "tiny-pretrain", "-o", str(tmp_path), "--set", f"data.sources=[{TRAIN_PHOTOS}]",
            "--set", "trainer.devices=2", "--set", "trainer.strategy=ddp", "--set", "trainer.accelerator=cpu", "--set", "trainer.max_steps=3"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -117,8 +117,11 @@ def test_training_on_kodak_is_refused(tmp_path):
     from cod.errors import CodError
     from cod.train.data import RandomCropDataset
 
+    kodak = tmp_path / "data" / "Kodak"
+    kodak.mkdir(parents=True)
+    shutil.copy(next(TRAIN_PHOTOS.rglob("*.jpg")), kodak / "kodim01.jpg")
     with pytest.raises(CodError, match="evaluation set"):
-        RandomCropDataset([DATA / "kodak"], 64)
+        RandomCropDataset([tmp_path / "data"], 64)  # found anywhere below a source, any case
 
 
 def test_bad_and_small_images_are_skipped_and_counted(tmp_path):

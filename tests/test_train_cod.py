@@ -6,13 +6,12 @@ import pytest
 import torch
 
 from cod.train.run import load_config, model_config, train
-from tests.conftest import DATA
+from tests.conftest import TRAIN_PHOTOS
 
-needs_data = pytest.mark.skipif(not (DATA / "train").is_dir(), reason="training photos ../shared/data/train not found")
 
 
 def _cfg(name, tmp_path, *sets):
-    return load_config(name, [f"data.sources=[{DATA / 'train'}]", f"output={tmp_path}", *sets])
+    return load_config(name, [f"data.sources=[{TRAIN_PHOTOS}]", f"output={tmp_path}", *sets])
 
 
 def _logged(out):
@@ -22,7 +21,6 @@ def _logged(out):
     return {k: float(v) for r in rows for k, v in r.items() if k.startswith("train/") and v}
 
 
-@needs_data
 def test_tiny_pixel_runs_exports_loads_and_chains(tmp_path):
     import cod
 
@@ -41,7 +39,6 @@ def test_tiny_pixel_runs_exports_loads_and_chains(tmp_path):
     assert codec2.decompress(codec2.compress(np.full((64, 64, 3), 60, np.uint8), steps=2)).size == (64, 64)
 
 
-@needs_data
 def test_tiny_latent_runs_exports_and_loads(tmp_path):
     import cod
     from cod.train.cod_module import tiny_random_vae

@@ -8,11 +8,11 @@ from lightning.pytorch.callbacks import Callback
 from safetensors.torch import load_file
 
 from cod.train.run import load_config, model_config, train
-from tests.conftest import DATA
+from tests.conftest import TRAIN_PHOTOS
 
 
 def _cfg(name, tmp_path, *sets):
-    return load_config(name, [f"data.sources=[{DATA / 'train'}]", f"output={tmp_path}", *sets])
+    return load_config(name, [f"data.sources=[{TRAIN_PHOTOS}]", f"output={tmp_path}", *sets])
 
 
 class _Spy(Callback):
@@ -41,7 +41,6 @@ class _Spy(Callback):
         self.records.append((self.step, self.gen, changed, trainer.global_step))
 
 
-@pytest.mark.skipif(not (DATA / "train").is_dir(), reason="training photos ../shared/data/train not found")
 def test_tiny_distill_alternates_freezes_and_exports(tmp_path):
     from cod.checkpoint import save_weights
     from cod.models.lite import build_codlite
@@ -120,7 +119,6 @@ def test_paper_distill_config_builds():
     assert sum(p.numel() for p in model.parameters()) > 90e6
 
 
-@pytest.mark.skipif(not (DATA / "train").is_dir(), reason="training photos ../shared/data/train not found")
 def test_tiny_distill_resume_equals_uninterrupted(tmp_path):
     """Fake score, heads, optimiser and scheduler states travel in the checkpoint; the teacher is
     rebuilt from its source. Resuming at step 3 (before the generator step 4) changes nothing."""
