@@ -32,10 +32,11 @@ def test_tiny_stages_run_and_chain(tmp_path):
     assert not any("lora" in k or "base_model" in k for k in load_file(one))
 
 
-@pytest.mark.parametrize("extra", [[], ["vq_restart={every: 2}", "data.scale=[0.5, 1.0]", "data.cache=true"]], ids=["plain", "restarts-scale-cache"])
+@pytest.mark.parametrize("extra", [[], ["vq_restart={every: 2}", "data.scale=[0.5, 1.0]", "data.cache=true", "optim.decay_steps=6"]], ids=["plain", "restarts-scale-cache-decay"])
 def test_resume_equals_uninterrupted(tmp_path, extra):
     # 3 steps, then resumed to 7 (more steps left than done: a repeated batch would show);
-    # with codebook restarts the usage counts travel in the checkpoint
+    # with codebook restarts the usage counts travel in the checkpoint, with lr decay the
+    # scheduler's position
     full = train(_cfg("tiny-pretrain", tmp_path / "a", "trainer.max_steps=7", "trainer.checkpoint_every=3", *extra))
     train(_cfg("tiny-pretrain", tmp_path / "b", "trainer.max_steps=3", "trainer.checkpoint_every=3", *extra))
     resumed = train(_cfg("tiny-pretrain", tmp_path / "b", "trainer.max_steps=7", "trainer.checkpoint_every=3", *extra))
@@ -55,6 +56,21 @@ def test_resume_equals_uninterrupted(tmp_path, extra):
     la, lb = losses(tmp_path / "a"), losses(tmp_path / "b")
     for step in range(7):
         assert la[step] == pytest.approx(lb[step], rel=1e-6), step
+
+
+def test_lr_decay_is_a_half_cosine_to_zero():
+    from cod.train.lite_module import CoDLiteModule
+    from tests.conftest import tiny_config
+
+    module = CoDLiteModule(tiny_config("0.0312"), stage="onestep", lr=1e-3, lr_decay_steps=4)
+    (opt,), (sch,) = module.configure_optimizers()
+    lrs = []
+    for _ in range(6):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sch["scheduler"].step()
+    assert lrs == pytest.approx([1e-3, 0.5e-3 * (1 + 2**-0.5), 0.5e-3, 0.5e-3 * (1 - 2**-0.5), 0.0, 0.0], abs=1e-12)
+    assert isinstance(CoDLiteModule(tiny_config("0.0312"), stage="onestep").configure_optimizers(), torch.optim.AdamW)  # default: constant
 
 
 def test_fifty_steps_lower_the_loss(tmp_path):

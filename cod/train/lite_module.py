@@ -12,6 +12,7 @@ so a resumed run repeats the uninterrupted one exactly.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning.pytorch as pl
@@ -74,7 +75,7 @@ def reconstruction_losses(module: pl.LightningModule, y01: torch.Tensor) -> tupl
 class CoDLiteModule(pl.LightningModule):
     """Trains a CoDLite network; ``self.net`` is the network that gets exported."""
 
-    def __init__(self, model_config: dict[str, Any], stage: str = "pretrain", lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, loss: dict[str, Any] | None = None, backbone: str = "none", backbone_weights: str | None = None, seed: int = 0, lora: dict[str, Any] | None = None, lpips_weights_dir: str | None = None, vq_restart: dict[str, int] | None = None):
+    def __init__(self, model_config: dict[str, Any], stage: str = "pretrain", lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, loss: dict[str, Any] | None = None, backbone: str = "none", backbone_weights: str | None = None, seed: int = 0, lora: dict[str, Any] | None = None, lpips_weights_dir: str | None = None, vq_restart: dict[str, int] | None = None, lr_decay_steps: int = 0):
         super().__init__()
         if stage not in ("pretrain", "onestep"):
             raise ValueError(f"unknown stage {stage!r}")
@@ -197,4 +198,11 @@ class CoDLiteModule(pl.LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
         h = self.hparams
-        return torch.optim.AdamW(params, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
+        opt = torch.optim.AdamW(params, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
+        if not h.lr_decay_steps:  # the papers: constant lr
+            return opt
+        # optim.decay_steps (not in the papers; the small recipe's fine-tuning): half-cosine from
+        # lr to 0 over that many optimiser steps, then 0
+        n = int(h.lr_decay_steps)
+        sch = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, n) / n)))
+        return [opt], [{"scheduler": sch, "interval": "step"}]

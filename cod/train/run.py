@@ -158,6 +158,8 @@ def train(cfg: dict[str, Any], callbacks: list[Any] | None = None) -> Path:
     world = _world_size(tr)
     accumulate = int(tr.get("accumulate_grad_batches", 0)) or max(1, math.ceil(int(data.get("global_batch", batch)) / (batch * world)))
     distill = cfg["stage"] == "distill"
+    if opt.get("decay_steps") and cfg["stage"] not in ("pretrain", "onestep"):
+        raise CodError(f"optim.decay_steps is for the CoD-Lite stages (pretrain, onestep), not stage {cfg['stage']!r}")
     if distill:  # stage II-2: manual optimisation, the module accumulates gradients itself
         from cod.train.distill import build_distill_module
 
@@ -171,7 +173,7 @@ def train(cfg: dict[str, Any], callbacks: list[Any] | None = None) -> Path:
             raise CodError("stage cod-pretrain trains the network fully: set lora: null")
         module = build_cod_module(cfg, mc, seed)
     else:
-        module = CoDLiteModule(mc, stage=cfg["stage"], lr=float(opt.get("lr", 1e-4)), betas=tuple(opt.get("betas", (0.9, 0.999))), weight_decay=float(opt.get("weight_decay", 0.0)), loss=cfg.get("loss"), backbone=cfg.get("backbone", "none"), backbone_weights=cfg.get("backbone_weights"), seed=seed, lpips_weights_dir=cfg.get("lpips_weights_dir"), vq_restart=cfg.get("vq_restart"))
+        module = CoDLiteModule(mc, stage=cfg["stage"], lr=float(opt.get("lr", 1e-4)), betas=tuple(opt.get("betas", (0.9, 0.999))), weight_decay=float(opt.get("weight_decay", 0.0)), loss=cfg.get("loss"), backbone=cfg.get("backbone", "none"), backbone_weights=cfg.get("backbone_weights"), seed=seed, lpips_weights_dir=cfg.get("lpips_weights_dir"), vq_restart=cfg.get("vq_restart"), lr_decay_steps=int(opt.get("decay_steps", 0) or 0))
     if cfg.get("init_from"):
         _init_weights(module, cfg["init_from"], bool(cfg.get("init_strict", True)))
     if cfg.get("lora"):
