@@ -18,9 +18,9 @@ from cod.eval.cli import main as eval_main
 from cod.eval.plot import plot_rd
 from cod.eval.schema import RESULT_KEYS, validate_results
 from cod.eval.speed import format_speed, speed
-from tests.conftest import TEST_PHOTOS
+from tests.conftest import DATA, TEST_PHOTOS
 
-KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
+KODAK = DATA / "kodak"
 TARGETS = [0.4, 0.8, 1.6]
 
 

@@ -1,7 +1,6 @@
 """Metrics: PSNR / MS-SSIM against independent computations, patch protocol, backbone loading, FID/KID."""
 import io
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,9 +9,9 @@ from PIL import Image
 
 from cod.errors import CodError
 from cod.eval import metrics as M
-from tests.conftest import TEST_PHOTOS
+from tests.conftest import DATA, TEST_PHOTOS
 
-KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
+KODAK = DATA / "kodak"
 
 
 @pytest.fixture(autouse=True, scope="module")

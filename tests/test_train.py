@@ -14,7 +14,6 @@ from cod.train.run import StepSampler, load_config, train
 from tests.conftest import TRAIN_PHOTOS
 
 
-
 def _cfg(name, tmp_path, *sets):
     cfg = load_config(name, [f"data.sources=[{TRAIN_PHOTOS}]", f"output={tmp_path}", *sets])
     return cfg
