@@ -29,7 +29,7 @@ from cod.eval.schema import validate_results
 
 #: Series written in ``results`` (the schema's required ones plus LPIPS-VGG and KID).
 SERIES_KEYS: tuple[str, ...] = (
-    "bpp", "psnr-rgb", "ms-ssim-rgb", "lpips", "lpips-vgg", "dists", "fid", "kid", "encoding_time", "decoding_time",
+    "bpp", "psnr-rgb", "ms-ssim-rgb", "delta-e", "lpips", "lpips-vgg", "dists", "fid", "kid", "encoding_time", "decoding_time",
 )
 
 NamedImage = tuple[str, np.ndarray]

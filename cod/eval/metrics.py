@@ -30,12 +30,12 @@ from torch import nn
 from cod.errors import CodError
 
 #: Every metric key, in the order of the results JSON (CompressAI names for PSNR / MS-SSIM).
-METRIC_KEYS: tuple[str, ...] = ("psnr-rgb", "ms-ssim-rgb", "lpips", "lpips-vgg", "dists", "fid", "kid")
+METRIC_KEYS: tuple[str, ...] = ("psnr-rgb", "ms-ssim-rgb", "delta-e", "lpips", "lpips-vgg", "dists", "fid", "kid")
 #: Metrics computed per image (then averaged); the others are computed over the whole set.
-PER_IMAGE_KEYS: tuple[str, ...] = ("psnr-rgb", "ms-ssim-rgb", "lpips", "lpips-vgg", "dists")
+PER_IMAGE_KEYS: tuple[str, ...] = ("psnr-rgb", "ms-ssim-rgb", "delta-e", "lpips", "lpips-vgg", "dists")
 SET_KEYS: tuple[str, ...] = ("fid", "kid")
 #: Metrics where a smaller value is better (distances); PSNR and MS-SSIM are higher-is-better.
-LOWER_IS_BETTER: frozenset[str] = frozenset({"lpips", "lpips-vgg", "dists", "fid", "kid"})
+LOWER_IS_BETTER: frozenset[str] = frozenset({"delta-e", "lpips", "lpips-vgg", "dists", "fid", "kid"})
 
 #: torchvision's AlexNet ImageNet weights (LPIPS-Alex); the older file name holds the same weights.
 ALEXNET_FILES: tuple[str, ...] = ("alexnet-owt-7be5be79.pth", "alexnet-owt-4df8aa71.pth")
@@ -85,6 +85,15 @@ def psnr(ref: Any, rec: Any) -> float:
     a, b = _pair(ref, rec)
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return math.inf if mse == 0.0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def delta_e(ref: Any, rec: Any) -> float:
+    """Mean CIEDE2000 colour difference over the pixels (sRGB -> CIELAB, D65), from
+    scikit-image: the colour error of the model card (about 1 is just noticeable)."""
+    from skimage.color import deltaE_ciede2000, rgb2lab
+
+    a, b = _pair(ref, rec)
+    return float(np.mean(deltaE_ciede2000(rgb2lab(a), rgb2lab(b))))
 
 
 def ms_ssim_skip_reason(height: int, width: int) -> str | None:
@@ -416,6 +425,8 @@ class MetricSuite:
             reason = ms_ssim_skip_reason(*a.shape[:2])
             if reason:
                 self.notes["ms-ssim-rgb"] = reason
+        if "delta-e" in self.metrics:
+            row["delta-e"] = delta_e(a, b)
         if self.lpips_alex is not None or self.lpips_vgg is not None or self.dists is not None:
             ta, tb = _to_tensor01(a, self.device), _to_tensor01(b, self.device)
             if self.lpips_alex is not None:

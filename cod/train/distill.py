@@ -279,7 +279,7 @@ class DistillModule(pl.LightningModule):
     def _weights(self, generator: bool) -> dict[str, float]:
         c = self.loss_cfg
         if generator:
-            return {"l1": c["l1"], "perceptual": c["perceptual_weight"], "align": c["align"], "vq": c["vq"], "dmd": c["dmd"], "gan": c["gan"]}
+            return {"l1": c["l1"], "perceptual": c["perceptual_weight"], "align": c["align"], "vq": c["vq"], "dmd": c["dmd"], "gan": c["gan"], "color": c["color"]}
         return {"fake_fm": c["fake_fm"], "d_real": c["d_hinge"], "d_fake": c["d_hinge"]}
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:

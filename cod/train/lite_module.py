@@ -5,7 +5,11 @@ stage ``pretrain`` (I): compression-oriented diffusion pre-training of the lite 
     DiCo block 8 and of the condition tokens to a frozen backbone, VQ loss, 10 % condition
     dropout to the null image (all -1); optional one-step t=0 term (unified post-training).
 stage ``onestep`` (II-1): one-step reconstruction fine-tuning: L1 + perceptual (LPIPS-VGG +
-    0.5 LPIPS-Alex, or MS-SSIM in the backbone-free recipe) + alignment + VQ; optional LoRA.
+    0.5 LPIPS-Alex, or MS-SSIM in the backbone-free recipe) + alignment + VQ; optional LoRA;
+    optionally (the small recipe, not in the papers) a chroma term and an adversarial term
+    against a multi-scale PatchGAN trained from scratch (``adversarial: {...}``), trained with
+    manual optimisation: per batch one generator step (the global step) and one
+    discriminator step.
 
 Randomness (noise, t, dropout) comes from a generator seeded by (seed, global step, rank),
 so a resumed run repeats the uninterrupted one exactly.
@@ -21,7 +25,8 @@ import torch.nn.functional as F
 
 from cod.models.lite import CoDLite, build_codlite
 from cod.train.backbones import build_token_backbone
-from cod.train.losses import CodecReconHead, alignment_loss, flow_interpolate, map_to_tokens, ms_ssim_loss, projection_mlp
+from cod.train.discriminator import MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
+from cod.train.losses import CodecReconHead, alignment_loss, chroma_loss, flow_interpolate, map_to_tokens, ms_ssim_loss, projection_mlp
 
 DEFAULT_LOSS: dict[str, Any] = {
     # stage I (CoD-Lite spec §4.2)
@@ -38,6 +43,20 @@ DEFAULT_LOSS: dict[str, Any] = {
     "l1": 1.0,
     "perceptual": "ms-ssim",  # "lpips" (VGG + 0.5 Alex, needs backbone weights) or "ms-ssim"
     "perceptual_weight": 1.0,
+    "color": 0.0,  # chroma L1 on thumbnails (the small recipe; not in the papers)
+    "color_scale": 8,
+}
+
+
+# The adversarial option of stage II-1 (``adversarial:`` in a run config; the small recipe).
+DEFAULT_ADVERSARIAL: dict[str, Any] = {
+    "weight": 0.1,  # generator hinge term weight
+    "start": 0,  # generator steps before the term is switched on (the discriminator trains from step 0)
+    "lr": 2e-4,
+    "betas": (0.5, 0.999),
+    "scales": 3,
+    "width": 32,
+    "layers": 3,
 }
 
 
@@ -67,6 +86,8 @@ def reconstruction_losses(module: pl.LightningModule, y01: torch.Tensor) -> tupl
         losses["perceptual"] = module.lpips["vgg"](rec, x).mean() + 0.5 * module.lpips["alex"](rec, x).mean()
     elif c["perceptual"] == "ms-ssim":
         losses["perceptual"] = ms_ssim_loss(rec, x)
+    if c.get("color"):
+        losses["color"] = chroma_loss(rec, x, int(c["color_scale"]))
     if module.backbone is not None:
         losses["align"] = alignment_loss(module.proj(block_tokens(out.features, c["align_block"])), module.backbone(y01))
     return losses, out
@@ -75,10 +96,12 @@ def reconstruction_losses(module: pl.LightningModule, y01: torch.Tensor) -> tupl
 class CoDLiteModule(pl.LightningModule):
     """Trains a CoDLite network; ``self.net`` is the network that gets exported."""
 
-    def __init__(self, model_config: dict[str, Any], stage: str = "pretrain", lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, loss: dict[str, Any] | None = None, backbone: str = "none", backbone_weights: str | None = None, seed: int = 0, lora: dict[str, Any] | None = None, lpips_weights_dir: str | None = None, vq_restart: dict[str, int] | None = None, lr_decay_steps: int = 0):
+    def __init__(self, model_config: dict[str, Any], stage: str = "pretrain", lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, loss: dict[str, Any] | None = None, backbone: str = "none", backbone_weights: str | None = None, seed: int = 0, lora: dict[str, Any] | None = None, lpips_weights_dir: str | None = None, vq_restart: dict[str, int] | None = None, lr_decay_steps: int = 0, adversarial: dict[str, Any] | None = None):
         super().__init__()
         if stage not in ("pretrain", "onestep"):
             raise ValueError(f"unknown stage {stage!r}")
+        if adversarial and stage != "onestep":
+            raise ValueError("the adversarial term belongs to stage onestep")
         self.save_hyperparameters()
         self.stage, self.seed = stage, seed
         self.loss_cfg = {**DEFAULT_LOSS, **(loss or {})}
@@ -98,7 +121,14 @@ class CoDLiteModule(pl.LightningModule):
 
             make = (lambda net: build_lpips(net, None)) if lpips_weights_dir == "random" else (lambda net: load_lpips(net, lpips_weights_dir))
             self.lpips = torch.nn.ModuleDict({"vgg": make("vgg"), "alex": make("alex")}).requires_grad_(False)
-        self.lora_cfg = lora
+        self.adv = None
+        if adversarial:
+            unknown = sorted(set(adversarial) - set(DEFAULT_ADVERSARIAL))
+            if unknown:
+                raise ValueError(f"unknown adversarial setting {unknown[0]!r}; known: {', '.join(DEFAULT_ADVERSARIAL)}")
+            self.adv = {**DEFAULT_ADVERSARIAL, **adversarial}
+            self.disc = MultiScaleDiscriminator(int(self.adv["scales"]), int(self.adv["width"]), int(self.adv["layers"]))
+            self.automatic_optimization = False
         # dead-code restarts (a training aid, not in the papers): see _restart_dead_codes
         self.vq_restart = {"every": int((vq_restart or {}).get("every", 0)), "until": int((vq_restart or {}).get("until", 0))}
         self.register_buffer("code_usage", torch.zeros(2 ** int(model_config["codebook_bits"]), dtype=torch.long))
@@ -182,13 +212,42 @@ class CoDLiteModule(pl.LightningModule):
     def _onestep_losses(self, y01: torch.Tensor) -> dict[str, torch.Tensor]:
         return reconstruction_losses(self, y01)[0]
 
+    # ------------------------------------------------------------------ adversarial (II-1 option)
+    def _adversarial_step(self, y01: torch.Tensor) -> torch.Tensor:
+        """One generator step (reconstruction terms + weighted hinge term once ``start`` steps
+        are done) and one discriminator step on the same batch. Only the generator's
+        optimiser counts as Lightning's global step, so step-based settings keep their meaning."""
+        opt_g, opt_d = self.optimizers()
+        losses, out = reconstruction_losses(self, y01)
+        rec, x = out.reconstruction, 2 * y01 - 1
+        w = {**self._weights(), "gan": float(self.adv["weight"]) if self.global_step >= int(self.adv["start"]) else 0.0}
+        losses["gan"] = hinge_g_loss(self.disc(rec))
+        total = sum(w[k] * v for k, v in losses.items())
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(total)
+        opt_g.step()
+        raw_d = opt_d.optimizer  # stepping the raw optimiser does not advance global_step
+        raw_d.zero_grad(set_to_none=True)  # drops the D gradients of the generator's term
+        d_loss = hinge_d_loss(self.disc(x), self.disc(rec.detach()))
+        self.manual_backward(d_loss)
+        raw_d.step()
+        raw_d.zero_grad(set_to_none=True)
+        sch = self.lr_schedulers()
+        if sch is not None:
+            sch.step()
+        losses["d_hinge"] = d_loss
+        log_losses(self, losses, total)
+        return total.detach()
+
     def _weights(self) -> dict[str, float]:
         c = self.loss_cfg
         if self.stage == "pretrain":
             return {"fm": c["fm"], "codec_recon": c["codec_recon"], "align": c["align"], "codec_align": c["codec_align"], "vq": c["vq"], "one_step": c["one_step"]}
-        return {"l1": c["l1"], "perceptual": c["perceptual_weight"], "align": c["align"], "vq": c["vq"]}
+        return {"l1": c["l1"], "perceptual": c["perceptual_weight"], "align": c["align"], "vq": c["vq"], "color": c["color"]}
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        if self.adv is not None:
+            return self._adversarial_step(batch)
         losses = self._pretrain_losses(batch) if self.stage == "pretrain" else self._onestep_losses(batch)
         w = self._weights()
         total = sum(w[k] * v for k, v in losses.items())
@@ -196,13 +255,17 @@ class CoDLiteModule(pl.LightningModule):
         return total
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
         h = self.hparams
+        disc = set(self.disc.parameters()) if self.adv is not None else set()
+        params = [p for p in self.parameters() if p.requires_grad and p not in disc]
         opt = torch.optim.AdamW(params, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
+        opts = [opt]
+        if self.adv is not None:
+            opts.append(torch.optim.AdamW(self.disc.parameters(), lr=float(self.adv["lr"]), betas=tuple(self.adv["betas"])))
         if not h.lr_decay_steps:  # the papers: constant lr
-            return opt
+            return opts if len(opts) > 1 else opt
         # optim.decay_steps (not in the papers; the small recipe's fine-tuning): half-cosine from
-        # lr to 0 over that many optimiser steps, then 0
+        # lr to 0 over that many optimiser steps, then 0 (the generator's lr only)
         n = int(h.lr_decay_steps)
         sch = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, n) / n)))
-        return [opt], [{"scheduler": sch, "interval": "step"}]
+        return opts, [{"scheduler": sch, "interval": "step"}]

@@ -54,3 +54,21 @@ def flow_interpolate(x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> t
     """Rectified flow x_t = t x + (1 - t) eps (t = 0 noise, t = 1 data)."""
     t = t.view(-1, 1, 1, 1)
     return t * x + (1 - t) * noise
+
+
+# ITU-R BT.601 chroma rows (Cb, Cr) of the RGB -> YCbCr matrix, for images in [-1, 1]
+_CHROMA = ((-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+
+
+def chroma_loss(pred: torch.Tensor, target: torch.Tensor, scale: int = 8) -> torch.Tensor:
+    """L1 between the Cb/Cr chroma of ``scale``x-downsampled thumbnails (area average).
+
+    Not in the papers: at ~0.03 bpp an L1/MS-SSIM-trained decoder finds that grey is the
+    cheapest guess for an uncertain colour; on a thumbnail the colour is certain, so this
+    term pays for keeping it (docs/models.md, the small recipe's ablation)."""
+    w = pred.new_tensor(_CHROMA)
+    if scale > 1:
+        pred, target = F.avg_pool2d(pred.float(), scale, ceil_mode=True), F.avg_pool2d(target.float(), scale, ceil_mode=True)
+    cp = torch.einsum("kc,bchw->bkhw", w.float(), pred.float())
+    ct = torch.einsum("kc,bchw->bkhw", w.float(), target.float())
+    return (cp - ct).abs().mean()

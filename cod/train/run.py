@@ -158,6 +158,9 @@ def train(cfg: dict[str, Any], callbacks: list[Any] | None = None) -> Path:
     world = _world_size(tr)
     accumulate = int(tr.get("accumulate_grad_batches", 0)) or max(1, math.ceil(int(data.get("global_batch", batch)) / (batch * world)))
     distill = cfg["stage"] == "distill"
+    adversarial = bool(cfg.get("adversarial"))
+    if adversarial and (cfg["stage"] != "onestep" or accumulate > 1 or cfg.get("lora")):
+        raise CodError("adversarial: needs stage onestep, full fine-tuning (lora: null) and no gradient accumulation (global_batch = batch_size x devices)")
     if opt.get("decay_steps") and cfg["stage"] not in ("pretrain", "onestep"):
         raise CodError(f"optim.decay_steps is for the CoD-Lite stages (pretrain, onestep), not stage {cfg['stage']!r}")
     if distill:  # stage II-2: manual optimisation, the module accumulates gradients itself
@@ -173,7 +176,7 @@ def train(cfg: dict[str, Any], callbacks: list[Any] | None = None) -> Path:
             raise CodError("stage cod-pretrain trains the network fully: set lora: null")
         module = build_cod_module(cfg, mc, seed)
     else:
-        module = CoDLiteModule(mc, stage=cfg["stage"], lr=float(opt.get("lr", 1e-4)), betas=tuple(opt.get("betas", (0.9, 0.999))), weight_decay=float(opt.get("weight_decay", 0.0)), loss=cfg.get("loss"), backbone=cfg.get("backbone", "none"), backbone_weights=cfg.get("backbone_weights"), seed=seed, lpips_weights_dir=cfg.get("lpips_weights_dir"), vq_restart=cfg.get("vq_restart"), lr_decay_steps=int(opt.get("decay_steps", 0) or 0))
+        module = CoDLiteModule(mc, stage=cfg["stage"], lr=float(opt.get("lr", 1e-4)), betas=tuple(opt.get("betas", (0.9, 0.999))), weight_decay=float(opt.get("weight_decay", 0.0)), loss=cfg.get("loss"), backbone=cfg.get("backbone", "none"), backbone_weights=cfg.get("backbone_weights"), seed=seed, lpips_weights_dir=cfg.get("lpips_weights_dir"), vq_restart=cfg.get("vq_restart"), lr_decay_steps=int(opt.get("decay_steps", 0) or 0), adversarial=cfg.get("adversarial"))
     if cfg.get("init_from"):
         _init_weights(module, cfg["init_from"], bool(cfg.get("init_strict", True)))
     if cfg.get("lora"):
@@ -204,7 +207,7 @@ def train(cfg: dict[str, Any], callbacks: list[Any] | None = None) -> Path:
     callbacks += extra
     trainer = pl.Trainer(
         max_steps=max_steps,
-        accumulate_grad_batches=1 if distill else accumulate,
+        accumulate_grad_batches=1 if distill or adversarial else accumulate,
         accelerator=tr.get("accelerator", "auto"),
         devices=tr.get("devices", 1),
         num_nodes=int(tr.get("num_nodes", 1)),
@@ -218,7 +221,7 @@ def train(cfg: dict[str, Any], callbacks: list[Any] | None = None) -> Path:
         enable_model_summary=False,
         max_epochs=-1,
         max_time=tr.get("max_time"),  # e.g. "00:01:30:00": stop (and export) after this wall time
-        gradient_clip_val=None if distill else tr.get("gradient_clip_val"),
+        gradient_clip_val=None if distill or adversarial else tr.get("gradient_clip_val"),
         deterministic=bool(tr.get("deterministic", False)),
     )
     trainer.fit(module, datamodule=Data(), ckpt_path=str(resume) if resume else None)
