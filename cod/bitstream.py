@@ -1,4 +1,4 @@
-"""The .cod container (version 1) and the official 4-byte layout; index packing.
+"""The .cod container (versions 1 and 2) and the official 4-byte layout; index packing.
 
 Container v1 (all integers big-endian; docs/format.md is the normative description)::
 
@@ -17,6 +17,10 @@ Container v1 (all integers big-endian; docs/format.md is the normative descripti
     22+n    4     CRC-32 of bytes [0, 22+n) followed by the payload
     26+n    ...   payload: fixed-length MSB-first packed indices (as in the official files)
 
+Version 2 (entropy-coded indices, cod.entropy) inserts three bytes before the payload length:
+the index coding (1 static prior, 2 context prior) and the 16-bit tag of the model's prior;
+its payload is the range coder's output.
+
 The official layout is 2-byte little-endian width and height followed by the same payload
 (CoD-Lite writes width first; the CoD parent model's CLI swaps them, spec §10).
 """
@@ -33,7 +37,10 @@ from cod.errors import BitstreamError, ModelMismatchError
 from cod.zoo import FAMILY_NAMES
 
 MAGIC = b"CoD"
-VERSION = 1
+VERSION = 1  # fixed-length indices
+VERSION_ENTROPY = 2  # range-coded indices (cod.entropy)
+VERSIONS = (VERSION, VERSION_ENTROPY)
+_CODING = struct.Struct(">BH")  # v2: index coding, prior tag
 _FIXED = struct.Struct(">3sBBBBHIIB")  # magic..n_settings (18 bytes)
 _TAIL = struct.Struct(">II")  # payload length, CRC-32
 HEADER_MIN = _FIXED.size + _TAIL.size  # 26 bytes
@@ -83,6 +90,12 @@ class CodHeader:
     height: int
     width: int
     settings: bytes = b""
+    coding: int = 0  # 0: fixed-length (v1); cod.entropy.CODING_* (v2)
+    prior_tag: int = 0
+
+    @property
+    def version(self) -> int:
+        return VERSION_ENTROPY if self.coding else VERSION
 
     @property
     def family_name(self) -> str:
@@ -102,34 +115,39 @@ class CodFile:
 
 
 def write_cod(header: CodHeader, payload: bytes) -> bytes:
-    """Serialise a v1 container."""
+    """Serialise a container: v1, or v2 when the header names an index coding."""
     h = header
     if not (1 <= h.height <= MAX_SIDE and 1 <= h.width <= MAX_SIDE):
         raise ValueError(f"image size {h.height}x{h.width} out of range")
     if len(h.settings) > 255:
         raise ValueError("decode settings longer than 255 bytes")
-    head = _FIXED.pack(MAGIC, VERSION, h.family, h.ds, h.bits, h.model_tag & 0xFFFF, h.height, h.width, len(h.settings))
-    head += h.settings + struct.pack(">I", len(payload))
+    head = _FIXED.pack(MAGIC, h.version, h.family, h.ds, h.bits, h.model_tag & 0xFFFF, h.height, h.width, len(h.settings))
+    head += h.settings
+    if h.coding:
+        head += _CODING.pack(h.coding, h.prior_tag & 0xFFFF)
+    head += struct.pack(">I", len(payload))
     crc = zlib.crc32(payload, zlib.crc32(head))
     return head + struct.pack(">I", crc) + payload
 
 
 def read_cod(data: bytes) -> CodFile:
-    """Parse and check a v1 container: magic, version, lengths, CRC. One-line errors."""
+    """Parse and check a v1 or v2 container: magic, version, lengths, CRC. One-line errors."""
     if len(data) < 4 or data[:3] != MAGIC:
         if len(data) < 3 and MAGIC.startswith(data):
             raise BitstreamError(f"truncated .cod file ({len(data)} bytes)")
         raise BitstreamError("not a .cod file (bad magic); for files of the original code use --format official")
-    if data[3] != VERSION:
-        raise BitstreamError(f"unsupported .cod format version {data[3]} (this reader knows version {VERSION})")
+    if data[3] not in VERSIONS:
+        raise BitstreamError(f"unsupported .cod format version {data[3]} (this reader knows versions {', '.join(map(str, VERSIONS))})")
     if len(data) < HEADER_MIN:
         raise BitstreamError(f"truncated .cod file: {len(data)} bytes, the header alone needs {HEADER_MIN}")
-    magic, _, family, ds, bits, tag, height, width, nset = _FIXED.unpack_from(data, 0)
-    head_len = _FIXED.size + nset + _TAIL.size
+    magic, version, family, ds, bits, tag, height, width, nset = _FIXED.unpack_from(data, 0)
+    extra = _CODING.size if version == VERSION_ENTROPY else 0
+    head_len = _FIXED.size + nset + extra + _TAIL.size
     if len(data) < head_len:
         raise BitstreamError(f"truncated .cod file: {len(data)} bytes, header needs {head_len}")
     settings = bytes(data[_FIXED.size : _FIXED.size + nset])
-    payload_len, crc = _TAIL.unpack_from(data, _FIXED.size + nset)
+    coding, prior_tag = _CODING.unpack_from(data, _FIXED.size + nset) if extra else (0, 0)
+    payload_len, crc = _TAIL.unpack_from(data, _FIXED.size + nset + extra)
     body = len(data) - head_len
     if body != payload_len:
         what = "truncated" if body < payload_len else "has trailing bytes"
@@ -139,7 +157,9 @@ def read_cod(data: bytes) -> CodFile:
         raise BitstreamError("corrupt .cod file: CRC-32 mismatch")
     if height == 0 or width == 0 or ds == 0 or not 1 <= bits <= 16:
         raise BitstreamError(f"corrupt .cod file: invalid header (size {height}x{width}, ds {ds}, bits {bits})")
-    return CodFile(CodHeader(family, ds, bits, tag, height, width, settings), payload, len(data))
+    if extra and coding not in (1, 2):
+        raise BitstreamError(f"corrupt .cod file: unknown index coding {coding}")
+    return CodFile(CodHeader(family, ds, bits, tag, height, width, settings, coding, prior_tag), payload, len(data))
 
 
 def check_model(header: CodHeader, family: int, ds: int, bits: int, model_tag: int, model_name: str) -> None:
