@@ -224,3 +224,97 @@ def test_dinov2_backbone_from_local_file(tmp_path):
     assert tokens.shape == (2, 4 * 6, 768)
     with pytest.raises(CheckpointError, match="dinov2_vitb14_pretrain.pth"):
         build_token_backbone("dinov2", str(tmp_path / "nope" / "dinov2_vitb14_pretrain.pth"))
+
+
+# ------------------------------------------------------------------ small recipe v2 levers
+def test_chroma_loss_sees_colour_casts_not_luma_detail():
+    from cod.train.losses import chroma_loss
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    grey = x.mean(1, keepdim=True).expand_as(x)  # same luma-ish, colour removed
+    assert chroma_loss(x, x) == 0
+    assert chroma_loss(grey, x) > 0.01
+    # a luminance-only change (equal shift of R, G and B) costs nothing
+    assert chroma_loss(x + 0.1, x) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_discriminator_scales_and_size_check():
+    from cod.train.discriminator import MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
+
+    d = MultiScaleDiscriminator(scales=2, width=8, layers=3)
+    out = d(torch.zeros(1, 3, 64, 64))
+    assert [o.shape[-1] for o in out] == [6, 2]
+    real, fake = [torch.full((1, 1, 2, 2), 2.0)], [torch.full((1, 1, 2, 2), -2.0)]
+    assert hinge_d_loss(real, fake) == 0  # both beyond the margin
+    assert hinge_g_loss(fake) == 2.0
+    with pytest.raises(ValueError, match="at least 48 px"):
+        d(torch.zeros(1, 3, 40, 40))
+
+
+def test_adversarial_stage_steps_generator_and_discriminator(tmp_path):
+    """One generator step (the global step) and one discriminator step per batch; the
+    generator's hinge term is off before `start`; the export holds the network only."""
+    import csv
+
+    import lightning.pytorch as pl
+
+    seen = []
+
+    class Spy(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, idx):
+            self.d0 = [p.detach().clone() for p in module.disc.parameters()]
+            self.g0 = [p.detach().clone() for p in module.net.parameters()]
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, idx):
+            d_moved = any(not torch.equal(a, p) for a, p in zip(self.d0, module.disc.parameters()))
+            g_moved = any(not torch.equal(a, p) for a, p in zip(self.g0, module.net.parameters()))
+            seen.append((trainer.global_step, d_moved, g_moved))
+
+    out = train(_cfg("tiny-onestep", tmp_path, "lora=null", "adversarial={weight: 0.5, start: 2, scales: 2, width: 8}", "loss.color=1.0", "trainer.max_steps=4"), callbacks=[Spy()])
+    assert [s[0] for s in seen] == [1, 2, 3, 4]
+    assert all(d and g for _, d, g in seen)
+    rows = [r for f in (tmp_path / "logs").rglob("metrics.csv") for r in csv.DictReader(f.open()) if r.get("train/loss")]
+    rows = {int(r["step"]): r for r in rows}
+    for step in range(4):  # the total counts the hinge term only from step 2 on
+        r = rows[step]
+        rest = sum(float(r[f"train/{k}"]) * w for k, w in (("l1", 1), ("perceptual", 1), ("align", 0.5), ("vq", 0.25), ("color", 1.0)))
+        gan = float(r["train/gan"]) * (0.5 if step >= 2 else 0.0)
+        assert float(r["train/loss"]) == pytest.approx(rest + gan, rel=1e-4, abs=1e-5), step
+    assert not any(k.startswith("disc") for k in load_file(out))
+
+
+def test_adversarial_resume_equals_uninterrupted(tmp_path):
+    sets = ("lora=null", "adversarial={weight: 0.5, start: 1, scales: 2, width: 8}", "trainer.checkpoint_every=2", "optim.decay_steps=5")
+    full = train(_cfg("tiny-onestep", tmp_path / "a", "trainer.max_steps=5", *sets))
+    train(_cfg("tiny-onestep", tmp_path / "b", "trainer.max_steps=2", *sets))
+    resumed = train(_cfg("tiny-onestep", tmp_path / "b", "trainer.max_steps=5", *sets))
+    a, b = load_file(full), load_file(resumed)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_adversarial_config_errors(tmp_path):
+    from cod.errors import CodError
+
+    with pytest.raises(CodError, match="adversarial"):
+        train(_cfg("tiny-onestep", tmp_path, "adversarial={weight: 0.1}"))  # with LoRA
+    with pytest.raises(ValueError, match="unknown adversarial setting 'wieght'"):
+        train(_cfg("tiny-onestep", tmp_path, "lora=null", "adversarial={wieght: 0.1}"))
+
+
+@pytest.mark.slow
+def test_train_default_script_runs_on_cpu(tmp_path):
+    """benchmarks/train_default.sh end to end, capped at 2 steps per phase."""
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    env = dict(os.environ, SMOKE_STEPS="2", RATES="0.0312", DATA=str(TRAIN_PHOTOS), DEVICE="cpu", OMP_NUM_THREADS="1")
+    r = subprocess.run(["bash", str(root / "benchmarks" / "train_default.sh"), "2", str(tmp_path)], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    weights = tmp_path / "codlite-small-0.0312.safetensors"
+    import cod
+
+    codec = cod.load(weights=weights)
+    assert codec.model.condition.quantizer.codebook.weight.shape == (256, 64)
+    assert "phase 2 gets 2 steps" in (tmp_path / "train.log").read_text()
+    r = subprocess.run(["bash", str(root / "benchmarks" / "train_default.sh"), "2", str(tmp_path / "x")], capture_output=True, text=True, env=dict(env, DATA=str(tmp_path / "missing")))
+    assert r.returncode == 2 and "not found" in r.stderr

@@ -8,7 +8,9 @@ config embedded (LoRA merged), which `cod.load` and the next stage's ``init_from
 from __future__ import annotations
 
 import copy
+import json
 import math
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -224,7 +226,10 @@ def train(cfg: dict[str, Any], callbacks: list[Any] | None = None) -> Path:
         gradient_clip_val=None if distill or adversarial else tr.get("gradient_clip_val"),
         deterministic=bool(tr.get("deterministic", False)),
     )
+    t0 = time.perf_counter()
     trainer.fit(module, datamodule=Data(), ckpt_path=str(resume) if resume else None)
+    seconds = time.perf_counter() - t0
+    done = trainer.global_step - start_step
     # EMAWeightAveraging has swapped the averaged weights into the module at the end of fit.
     net = module.net  # stage distill: the student
     if cfg.get("lora"):
@@ -238,6 +243,11 @@ def train(cfg: dict[str, Any], callbacks: list[Any] | None = None) -> Path:
     if trainer.is_global_zero:
         save_weights(path, net.state_dict(), mc)
         print(f"exported {'EMA' if cfg.get('ema_decay', 0.9999) is not None else 'online'} weights to {path}")
+        # throughput of this invocation (a resumed run counts only its own steps): the
+        # one-command recipe (benchmarks/train_default.sh) sizes its next phase from it
+        summary = {"steps": int(trainer.global_step), "steps_this_run": int(done), "seconds_this_run": round(seconds, 2), "steps_per_second": round(done / seconds, 4) if seconds > 0 else None}
+        (out / "train_summary.json").write_text(json.dumps(summary) + "\n")
+        print(f"trained {done} steps in {seconds:.0f} s ({summary['steps_per_second']} steps/s); {trainer.global_step} in all")
     return path
 
 
