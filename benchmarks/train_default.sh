@@ -15,10 +15,15 @@
 #   1. codlite-small-recon  L1 + (1 - MS-SSIM) + chroma + VQ at constant lr, ~55 % of the budget
 #   2. codlite-small-gan    + hinge PatchGAN term, lr decayed to 0; its step count comes from
 #                           phase 1's measured speed (x0.7 for the discriminator), ~35 %
-# It installs nothing: the project must be installed (pip install -e ".[train]").
+# It installs nothing and runs from a checkout as it is (PYTHONPATH, `python -m cod`): it needs
+# torch, lightning, torchmetrics, safetensors, pyyaml, pillow (the GPU machines' image has them).
+# On a lent GPU machine the photos must travel with the tree (64 MiB in all): make a small copy
+# with `python tools/pack_train_data.py ../shared/data/train .gpu/train` (~20 MiB), move
+# cod/weights/*.safetensors aside for the call unless INIT needs them, and run
+# `DATA=.gpu/train bash benchmarks/train_default.sh 9 $OUT/default` (docs/training.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1
+export HF_HUB_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 MINUTES=${1:-9}
 OUT=${2:-runs/default}
 DATA=${DATA:-../shared/data/train}
@@ -50,14 +55,14 @@ train_rate() {
   local init=()
   [ -n "${INIT:-}" ] && init=(--set init_from="$INIT/codlite-small-$R.safetensors")
   [ "$DEVICE" = cpu ] && export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-  cod train codlite-small-recon -o "$dir/recon" --set model.name=codlite-small-$R --set model.save_name=codlite-small-$R-recon \
+  python -m cod train codlite-small-recon -o "$dir/recon" --set model.name=codlite-small-$R --set model.save_name=codlite-small-$R-recon \
     --set "data.sources=[$DATA]" --set trainer.max_time=$(hms $t1) "${init[@]}" "${DEV[@]}" "${smoke[@]}"
   local sps steps
   sps=$(python -c "import json; print(json.load(open('$dir/recon/train_summary.json'))['steps_per_second'] or 0)")
   steps=$(python -c "print(max(50, int($sps * 0.7 * $t2)))")
   [ -n "${SMOKE_STEPS:-}" ] && steps=$SMOKE_STEPS
   echo "rate $R: phase 1 ran at $sps steps/s; phase 2 gets $steps steps"
-  cod train codlite-small-gan -o "$dir/gan" --set model.name=codlite-small-$R --set model.save_name=codlite-small-$R \
+  python -m cod train codlite-small-gan -o "$dir/gan" --set model.name=codlite-small-$R --set model.save_name=codlite-small-$R \
     --set init_from="$dir/recon/model.safetensors" --set "data.sources=[$DATA]" --set trainer.max_steps=$steps \
     --set optim.decay_steps=$steps --set adversarial.start=$(( steps / 10 )) --set trainer.max_time=$(hms $(( t2 + 60 ))) "${DEV[@]}" "${smoke[@]}"
   python tools/ship_weights.py "$dir/gan/model.safetensors" --name codlite-small-$R --dtype float16 --out "$OUT/codlite-small-$R.safetensors"

@@ -6,6 +6,8 @@ Reads top to bottom (CoD-Lite spec §2.6-2.8):
   3. DiCo blocks modulated by the time embedding
   4. per-pixel head (PixNerd): per-pixel features + DCT positions, modulated by the token
   5. one-step decoding: x_t = 0 (noise_level * noise), t = 0, output = x-prediction
+  (6. optional, not in the papers: a small residual 3x3-conv refinement of the output across
+     patch borders, ``output_refine`` channels; the small default models use it)
 
 The t=0 folding of the time modulation is the explicit step :meth:`CoDLite.fold_time_modulation`.
 """
@@ -70,6 +72,7 @@ class CoDLite(nn.Module):
         patch_bottleneck: int = 128,
         attention_window: int | None = 32,
         noise_level: float = 0.0,
+        output_refine: int = 0,
         **_: Any,
     ):
         super().__init__()
@@ -92,6 +95,12 @@ class CoDLite(nn.Module):
         # 4. per-pixel head
         self.pixel_head = PixelHead(hidden_size_x, hidden_size, num_blocks - num_cond_blocks, patch_size)
         self.final_layer = FinalLayer(hidden_size_x, in_channels)
+        # 6. optional output refinement (zero-initialised: starts as the identity)
+        self.output_refine: nn.Sequential | None = None
+        if output_refine:
+            self.output_refine = nn.Sequential(nn.Conv2d(in_channels, output_refine, 3, padding=1), nn.SiLU(), nn.Conv2d(output_refine, in_channels, 3, padding=1))
+            nn.init.zeros_(self.output_refine[2].weight)
+            nn.init.zeros_(self.output_refine[2].bias)
 
     # ------------------------------------------------------------------ modes
     @property
@@ -138,6 +147,8 @@ class CoDLite(nn.Module):
             if return_features:
                 features.append(s)
         out = self._pixel_decode(x_t, s, cond)
+        if self.output_refine is not None:
+            out = out + self.output_refine(out)
         return (out, features) if return_features else out
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, clamp_min: float = 0.05) -> torch.Tensor:
