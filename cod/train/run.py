@@ -54,15 +54,17 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> dict[s
 
 
 def model_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The model config of a stage: a CoD-Lite name (``codlite-0.0039``) or a CoD name
-    (``cod-pixel-0.0039-256``, ``cod-latent-0.00024``), with ``overrides``."""
-    from cod.zoo import COD_MODELS, get_cod_config, get_config
+    """The model config of a stage: a named model of any family (``codlite-0.0039``,
+    ``cod-pixel-0.0039-256``, ...) with ``overrides``, checked by its family's typed config
+    (an unknown or misspelt key is an error naming it)."""
+    from cod.families import check_config, model_config as named_config
 
     m = cfg.get("model", {})
     name = m.get("name")
-    mc = (get_cod_config(name) if name in COD_MODELS else get_config(name)) if name else {}
+    mc = named_config(name) if name else {}
     mc.update(m.get("overrides", {}))
     mc["name"] = m.get("save_name", mc.get("name", "codlite-custom"))
+    check_config(mc, f"model {name} with model.overrides")
     return mc
 
 
