@@ -6,17 +6,15 @@
 Times, for one image: compress (image -> .cod bytes: the condition encoder), the condition
 maps (decoder on the indices + the all -1 null image), and every sampling step (one network
 call on the CFG batch of 2 + the update), measured with the sampler callback. Memory: the
-process RSS sampled every 5 ms (CPU) or the CUDA allocator peak, reported as the peak and
-as the peak above the RSS with the weights loaded. The VAE decode of latent models is not
+process RSS sampled every 5 ms (cod.eval.speed.PeakRss; CPU) or the CUDA allocator peak,
+reported as the peak and as the peak above the RSS with the weights loaded. The VAE decode of latent models is not
 included (it needs the sd-vae-ft-ema weights).
 """
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -25,58 +23,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from cod import bitstream as bs  # noqa: E402
-from cod.cod_codec import DecodeSettings, load_cod  # noqa: E402
+from cod.cliargs import add_device_arg, parse_size  # noqa: E402
+from cod.codec import resolve_device  # noqa: E402
 from cod.diffusion import flow_timesteps, get_sampler, guided, initial_noise  # noqa: E402
-
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE / 2**20
-
-
-class PeakRSS:
-    """Peak RSS while the block runs, sampled by a thread every 5 ms."""
-
-    def __enter__(self):
-        self.peak, self._stop = rss_mib(), False
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-        return self
-
-    def _run(self):
-        while not self._stop:
-            self.peak = max(self.peak, rss_mib())
-            time.sleep(0.005)
-
-    def __exit__(self, *exc):
-        self._stop = True
-        self._t.join()
-        self.peak = max(self.peak, rss_mib())
+from cod.diffusion.settings import DecodeSettings  # noqa: E402
+from cod.eval.speed import PeakRss, rss_bytes  # noqa: E402
+from cod.families import load_cod  # noqa: E402
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="cod-pixel-0.0039")
     ap.add_argument("--weights", default=None, help="weights file (default: random weights of the full-size model)")
-    ap.add_argument("--size", default="512x512", help="HxW")
+    ap.add_argument("--size", default="512x512", help="WIDTHxHEIGHT")
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--sampler", default="adam2")
-    ap.add_argument("--device", default="cpu")
+    add_device_arg(ap)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    h, w = (int(v) for v in args.size.lower().split("x"))
+    h, w = parse_size(args.size)
+    args.device = str(resolve_device(args.device))
     cuda = args.device.startswith("cuda")
 
     t0 = time.perf_counter()
     codec = load_cod(args.model, weights=args.weights, device=args.device, random_init=args.weights is None)
     load_s = time.perf_counter() - t0
     params = sum(p.numel() for p in codec.model.parameters())
-    rss_loaded = rss_mib()
+    rss_loaded = rss_bytes() / 2**20
     print(f"model {codec.name} ({'random' if args.weights is None else args.weights}), {params / 1e6:.1f} M parameters, "
           f"device {args.device}, float32, {torch.get_num_threads()} threads, torch {torch.__version__}; built in {load_s:.1f} s")
     print(f"image {w}x{h}, {args.steps} {args.sampler} steps; RSS with weights loaded {rss_loaded:.0f} MiB")
@@ -85,7 +60,7 @@ def main() -> int:
     image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    with PeakRSS() as mem:
+    with PeakRss(interval_s=0.005) as mem:
         t0 = time.perf_counter()
         data = codec.compress(image)
         t_enc = time.perf_counter() - t0
@@ -116,7 +91,7 @@ def main() -> int:
     print(f"estimated 25-step decode: {t_cond + 25 * steps_s.mean():.0f} s")
     if cuda:
         print(f"CUDA peak allocated: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
-    print(f"peak RSS during compress+decode: {mem.peak:.0f} MiB ({mem.peak - rss_loaded:+.0f} MiB above the loaded weights); "
+    print(f"peak RSS during compress+decode: {mem.peak / 2**20:.0f} MiB ({mem.peak / 2**20 - rss_loaded:+.0f} MiB above the loaded weights); "
           f"process lifetime peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     return 0
 

@@ -7,7 +7,7 @@
 #
 # Environment: KODAK (image folder, default ../shared/data/kodak), OUT (default results/kodak512),
 # BPP (baseline targets), METRICS (default all; e.g. psnr-rgb,ms-ssim-rgb without backbone weights),
-# COD (the command, default `cod`; `python -m cod.eval.cli` works too).
+# COD (the command, default `cod`; `python -m cod` works too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KODAK=${KODAK:-../shared/data/kodak}

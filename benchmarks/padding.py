@@ -1,6 +1,6 @@
 """Which padding gives the cleanest borders? PSNR near the padded edge vs the interior.
 
-    python benchmarks/padding.py --weights MODEL.safetensors [--images ../shared/data/kodak] [--crop 500x740]
+    python benchmarks/padding.py --weights MODEL.safetensors [--images ../shared/data/kodak] [--crop 740x500]
 
 Each image is cropped (top-left) to a size that is not a multiple of the model's padding
 multiple, compressed with each padding mode, decoded, and scored: PSNR over the band of
@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 import cod  # noqa: E402
+from cod.cliargs import parse_size  # noqa: E402
 from cod.codec import PAD_MODES  # noqa: E402
 from cod.image_io import list_images, read_image  # noqa: E402
 
@@ -30,11 +31,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", required=True)
     ap.add_argument("--images", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"))
-    ap.add_argument("--crop", default="500x740", help="HxW crop, top-left")
+    ap.add_argument("--crop", default="740x500", help="WIDTHxHEIGHT crop, top-left")
     ap.add_argument("--band", type=int, default=16)
     ap.add_argument("--limit", type=int, default=8)
     args = ap.parse_args()
-    ch, cw = (int(v) for v in args.crop.split("x"))
+    ch, cw = parse_size(args.crop, "--crop")
     files = list_images([args.images])[: args.limit]
     codecs = {m: cod.load(weights=args.weights, pad_mode=m) for m in PAD_MODES}
     print(f"{args.weights}: multiple {codecs['replicate'].multiple}, crop {cw}x{ch} (pad {-ch % codecs['replicate'].multiple} rows, {-cw % codecs['replicate'].multiple} cols), band {args.band} px, {len(files)} images")

@@ -18,6 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from cod.cliargs import add_device_arg  # noqa: E402
+from cod.codec import resolve_device  # noqa: E402
 from cod.train.lite_module import CoDLiteModule  # noqa: E402
 from cod.train.run import load_config, model_config  # noqa: E402
 
@@ -67,7 +69,7 @@ def dinov2_random_file() -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cpu")
+    add_device_arg(ap)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast (as the paper's bf16-mixed)")
@@ -76,7 +78,7 @@ def main() -> int:
     ap.add_argument("--distill", action="store_true", help="also stage II-2 (needs ~22 GB of memory)")
     ap.add_argument("--only", default=None, help="only the stages whose label contains this text")
     args = ap.parse_args()
-    dev = torch.device(args.device)
+    dev = resolve_device(args.device)
     print(f"device {dev}, {torch.get_num_threads()} threads, batch {args.batch}, {'bf16 autocast' if args.bf16 else 'fp32'}, timed steps {args.steps} after 1 warm-up")
     print(f"{'stage':<30} {'res':>5} {'params M':>9} {'s/step':>8} {'img/s':>8}")
     stages = ([] if args.only_cod else STAGES) + (COD_STAGES if args.cod or args.only_cod else []) + (DISTILL_STAGES if args.distill else [])

@@ -4,10 +4,18 @@
     codec = cod.load("codlite-0.0312", weights="codlite-0.0312.safetensors")
     data = codec.compress("photo.png")   # .cod bytes
     image = codec.decompress(data)       # PIL.Image
+
+Every family (CoD-Lite, CoD pixel, CoD latent) loads through cod.load (cod.families);
+cod.MODELS names every model of every family (cod.zoo). docs/architecture.md maps the package.
 """
-from cod.codec import CoDLiteCodec, installed_weights, load
-from cod.errors import BitstreamError, CheckpointError, CodError, ImageError, ModelMismatchError
+from cod.cod_codec import CoDCodec
+from cod.codec import CoDLiteCodec
+from cod.errors import BitstreamError, CheckpointError, CodError, ConfigError, ImageError, ModelMismatchError
+from cod.families import FAMILIES, installed_weights, load, load_cod, load_network
 from cod.zoo import MODELS, RATES
 
 __version__ = "0.1.0"
-__all__ = ["load", "CoDLiteCodec", "installed_weights", "MODELS", "RATES", "CodError", "BitstreamError", "CheckpointError", "ImageError", "ModelMismatchError"]
+__all__ = [
+    "load", "load_cod", "load_network", "installed_weights", "FAMILIES", "CoDLiteCodec", "CoDCodec", "MODELS", "RATES",
+    "CodError", "BitstreamError", "CheckpointError", "ConfigError", "ImageError", "ModelMismatchError",
+]

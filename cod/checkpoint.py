@@ -1,9 +1,11 @@
-"""Our weights format: safetensors with the model config embedded in the metadata."""
+"""Our weights format: safetensors with the model config embedded in the metadata (docs/format.md).
+
+The config (and so the family) is read from the metadata alone, without the tensors
+(:func:`read_config`); :func:`read_weights` reads both.
+"""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -11,7 +13,7 @@ import torch
 from torch import nn
 
 from cod.errors import CheckpointError
-from cod.image_io import default_file_mode
+from cod.image_io import atomic_output
 
 FORMAT_TAG = "cod-weights-1"
 
@@ -32,48 +34,71 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> Non
             raise CheckpointError(f"shape mismatch for {k!r}: weights {tuple(v.shape)}, model {tuple(own[k].shape)}")
 
 
-def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], assign: bool = False) -> None:
+    """Check ``state`` against the model (:func:`check_state_dict`), then load it in the model's
+    dtypes. ``assign=True`` takes the tensors themselves (a model built on the meta device)."""
     check_state_dict(model, state)
     own = model.state_dict()
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+    model.load_state_dict({k: v.to(own[k].dtype).contiguous() if assign else v.to(own[k].dtype) for k, v in state.items()}, strict=True, assign=assign)
 
 
 def save_weights(path: str | Path, state: Mapping[str, torch.Tensor], config: Mapping[str, Any], dtype: torch.dtype | None = None) -> None:
     """Write a .safetensors file (atomically) holding ``state`` and ``config``."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: (v.detach().to(dtype) if dtype is not None and v.is_floating_point() else v.detach()).cpu().contiguous() for k, v in state.items()}
     meta = {"format": FORMAT_TAG, "cod_config": json.dumps(dict(config), sort_keys=True)}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         save_file(tensors, tmp, metadata=meta)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
-def read_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(config, state dict) of one of our .safetensors weight files."""
+def _open(path: Path):
     from safetensors import safe_open
 
-    path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file not found: {path}")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
+        return safe_open(str(path), framework="pt")
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"{path}: not a readable .safetensors file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+
+
+def _config_of(path: Path, meta: Mapping[str, str] | None) -> dict[str, Any]:
+    meta = meta or {}
     if "cod_config" not in meta:
         raise CheckpointError(f"{path}: no cod config inside; make the file with `cod convert` or `cod train`")
     try:
         config = json.loads(meta["cod_config"])
     except json.JSONDecodeError:
         raise CheckpointError(f"{path}: corrupt cod config metadata") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: corrupt cod config metadata (not an object)")
+    return config
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The config of one of our .safetensors weight files, from its metadata only (no tensor is read)."""
+    path = Path(path)
+    with _open(path) as f:
+        return _config_of(path, f.metadata())
+
+
+def read_tensor(path: str | Path, key: str) -> torch.Tensor:
+    """One tensor of a .safetensors weight file (the others are not read)."""
+    path = Path(path)
+    with _open(path) as f:
+        if key not in f.keys():
+            raise CheckpointError(f"{path}: no tensor {key!r}")
+        return f.get_tensor(key)
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(config, state dict) of one of our .safetensors weight files."""
+    path = Path(path)
+    with _open(path) as f:
+        config = _config_of(path, f.metadata())
+        try:
+            state = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:  # noqa: BLE001
+            raise CheckpointError(f"{path}: not a readable .safetensors file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     return config, state

@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from cod.cliargs import add_device_arg, add_unsafe_pickle_arg
 from cod.errors import CodError
 
 IMAGE_OUT_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
@@ -37,16 +38,21 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", default=None, help=f"model name ({', '.join(MODELS)}); default: from --weights, else the installed default model, and for decompress the installed model that wrote the file")
     p.add_argument("--weights", "-w", default=None, help="our .safetensors (from `cod convert`) or an official .pt; default: the installed weights")
     p.add_argument("--config", default=None, help="official .yaml for an official .pt (default: next to it)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if available, else cpu")
+    add_unsafe_pickle_arg(p)
+    add_device_arg(p)
     p.add_argument("--vae", default=None, help="CoD latent models: folder of the SD VAE (sd-vae-ft-ema); default $COD_VAE_DIR")
 
 
 def _add_decode_args(p: argparse.ArgumentParser, where: str) -> None:
+    from cod.diffusion.settings import SAMPLER_IDS
+    from cod.zoo import COD_CFG, COD_DECODE
+
+    cfgs = ", ".join(f"{v:g}" for v in dict.fromkeys([COD_DECODE["cfg"], *COD_CFG.values()]))
     g = p.add_argument_group(f"CoD multi-step decoding ({where})")
-    g.add_argument("--steps", type=int, default=None, help="sampling steps (default 25)")
-    g.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the model's, 3.0 or 1.25)")
-    g.add_argument("--sampler", default=None, choices=["euler", "adam2"], help="default adam2")
-    g.add_argument("--seed", type=int, default=None, help="initial-noise seed (default 0)")
+    g.add_argument("--steps", type=int, default=None, help=f"sampling steps (default: the model's, {COD_DECODE['steps']})")
+    g.add_argument("--cfg", type=float, default=None, help=f"classifier-free guidance scale (default: the model's, {cfgs})")
+    g.add_argument("--sampler", default=None, choices=list(SAMPLER_IDS), help=f"default: the model's, {COD_DECODE['sampler']}")
+    g.add_argument("--seed", type=int, default=None, help=f"initial-noise seed (default: the model's, {COD_DECODE['seed']})")
 
 
 def _decode_kwargs(args: argparse.Namespace, codec) -> dict[str, Any]:
@@ -61,7 +67,7 @@ def _decode_kwargs(args: argparse.Namespace, codec) -> dict[str, Any]:
 def _load_codec(args: argparse.Namespace, **kw: Any):
     import cod
 
-    return cod.load(args.model, weights=args.weights, device=args.device, config_yaml=args.config, vae=args.vae, progress=True, **kw)
+    return cod.load(args.model, weights=args.weights, device=args.device, config_yaml=args.config, vae=args.vae, progress=True, unsafe_pickle=args.unsafe_pickle, **kw)
 
 
 def _run_files(files: list[Path], desc: str, fn: Callable[[Path], None]) -> int:
@@ -127,7 +133,9 @@ def _decoded_name(src: Path, output_given: bool) -> str:
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
-    from cod.codec import installed_weights
+    import numpy as np
+
+    from cod.families import installed_codec_for, installed_weights
     from cod.image_io import write_image
 
     files = [Path(f) for f in args.inputs]
@@ -147,10 +155,6 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         if not src.is_file():
             raise CodError(f"{src}: no such file")
         data = src.read_bytes()
-        import numpy as np
-
-        from cod.codec import installed_codec_for
-
         c = codec
         if c is None:
             if not loaded and not installed_weights():
@@ -167,7 +171,8 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from cod import bitstream as bs
-    from cod.zoo import FAMILY_CODLITE, pad_multiple, rate_label
+    from cod.families import family_of_code
+    from cod.zoo import pad_multiple, rate_label
 
     status = 0
     for name in args.inputs:
@@ -197,12 +202,10 @@ def cmd_info(args: argparse.Namespace) -> int:
             "crc": "ok",
         }
         info["index_grid"] = list(bs.grid_size(h.height, h.width, h.ds, pad_multiple(h.ds)))
-        if h.family != FAMILY_CODLITE and h.settings:
-            from cod.cod_codec import DecodeSettings
-
+        fam = family_of_code(h.family)
+        if fam is not None and h.settings:
             try:
-                st = DecodeSettings.from_bytes(h.settings)
-                info.update(steps=st.steps, cfg=st.cfg, sampler=st.sampler, seed=st.seed)
+                info.update(fam.codec.describe_settings(h.settings))
             except CodError as exc:
                 info["settings"] = f"unreadable ({exc})"
         if args.json:
@@ -247,9 +250,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{Path(r['image']).name[:32]:<32} {r['bpp']:8.4f} {_fmt(r['psnr'], 7, 2)} {_fmt(r['ms_ssim'], 8, 4)} {r['encode_s']:7.3f} {r['decode_s']:7.3f}")
     result = {"model": codec.name, "device": str(codec.device), "mean": mean, "images": rows}
     if args.json:
-        from cod.image_io import atomic_write_bytes as _w
-
-        _w(args.json, (json.dumps(result, indent=1) + "\n").encode())
+        atomic_write_bytes(args.json, (json.dumps(result, indent=1) + "\n").encode())
         print(f"results written to {args.json}")
     return failed
 
@@ -264,25 +265,13 @@ def _fmt(v: float | None, width: int, prec: int) -> str:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    import torch
+    from cod.checkpoint import check_state_dict, save_weights
+    from cod.families import build_network, official_family
 
-    from cod.checkpoint import save_weights
-    from cod.models.lite import build_codlite
-    from cod.checkpoint import check_state_dict
-    from cod.official import convert_official
-
-    from cod.official import convert_official_cod, is_official_cod_yaml
-
-    if is_official_cod_yaml(args.config_yaml):
-        from cod.cod_codec import build_cod
-
-        kw = {"prefix": args.prefix} if args.prefix else {}
-        config, state, ignored = convert_official_cod(args.checkpoint, args.config_yaml, unsafe_pickle=args.unsafe_pickle, name=args.name, **kw)
-        with torch.device("meta"):
-            model = build_cod(config)
-    else:
-        config, state, ignored = convert_official(args.checkpoint, args.config_yaml, prefix=args.prefix, unsafe_pickle=args.unsafe_pickle, name=args.name)
-        model = build_codlite(config)
+    fam = official_family(args.config_yaml)
+    kw = {"prefix": args.prefix} if args.prefix else {}  # else the family's default prefix
+    config, state, ignored = fam.official.convert(args.checkpoint, args.config_yaml, unsafe_pickle=args.unsafe_pickle, name=args.name, **kw)
+    model = build_network(config, meta=True, where=args.config_yaml)  # shapes only
     if args.strict:
         check_state_dict(model, state)
     else:
@@ -293,33 +282,34 @@ def cmd_convert(args: argparse.Namespace) -> int:
             raise CodError(f"--no-strict: {len(missing)} tensors of the model are not in the checkpoint (first: {missing[0]!r}); nothing to initialise them from")
     save_weights(args.output, state, config)
     n = sum(v.numel() for v in state.values())
-    print(f"{args.checkpoint} -> {args.output}: {config['name']} ({config.get('family', 'codlite')}, ds={config['ds']}, {config['codebook_bits']}-bit), {len(state)} tensors, {n / 1e6:.2f} M parameters")
+    print(f"{args.checkpoint} -> {args.output}: {config['name']} ({fam.name}, ds={config['ds']}, {config['codebook_bits']}-bit), {len(state)} tensors, {n / 1e6:.2f} M parameters")
     if ignored:
         print(f"ignored checkpoint entries: {', '.join(ignored)}")
     return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from cod.codec import installed_weights
+    from cod.families import check_config, installed_weights
     from cod.zoo import DEFAULT_MODEL, MODELS, nominal_bpp
 
     inst = installed_weights()
-    from cod.zoo import COD_MODELS
-
     print(f"{'model':<22} {'ds':>3} {'bits':>4} {'nominal bpp':>11}  weights")
     default = DEFAULT_MODEL if DEFAULT_MODEL in inst else (sorted(inst)[0] if inst else None)
-    for name, cfg in {**MODELS, **COD_MODELS}.items():
+    for name, cfg in MODELS.items():
         w = str(inst[name]) if name in inst else "not installed (use --weights)"
         w += " (default)" if name == default else ""
-        stride = cfg["ds"] if cfg.get("up2x", True) else cfg["ds"] // 2
-        print(f"{name:<22} {stride:>3} {cfg['codebook_bits']:>4} {nominal_bpp(stride, cfg['codebook_bits']):>11.5f}  {w}")
-    for name in sorted(set(inst) - set(MODELS) - set(COD_MODELS)):
+        typed = check_config(cfg, name)
+        stride = typed.index_stride
+        print(f"{name:<22} {stride:>3} {typed.codebook_bits:>4} {nominal_bpp(stride, typed.codebook_bits):>11.5f}  {w}")
+    for name in sorted(set(inst) - set(MODELS)):
         print(f"{name:<22} {'':>3} {'':>4} {'':>11}  {inst[name]}")
     return 0
 
 
 # ------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
+    from cod.codec import FORMATS, PAD_MODES
+
     parser = argparse.ArgumentParser(prog="cod", description="Diffusion-based generative image compression (CoD-Lite).")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -327,8 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("-o", "--output", default=None, help="output folder (or file, for one input); default: next to the input")
     _add_model_args(p)
-    p.add_argument("--format", default="cod", choices=["cod", "official"], help="container: ours (v1) or the original code's 4-byte header")
-    p.add_argument("--pad", default="replicate", choices=["replicate", "reflect", "constant"], help="padding to the model multiple")
+    p.add_argument("--format", default="cod", choices=FORMATS, help="container: ours (v1) or the original code's 4-byte header")
+    p.add_argument("--pad", default="replicate", choices=PAD_MODES, help="padding to the model multiple")
     p.add_argument("-q", "--quiet", action="store_true")
     _add_decode_args(p, "stored in the file")
     p.set_defaults(func=cmd_compress)
@@ -337,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help=".cod files or folders")
     p.add_argument("-o", "--output", default=None, help="output folder (or file, for one input); default: NAME.decoded.png next to the input")
     _add_model_args(p)
-    p.add_argument("--format", default="cod", choices=["cod", "official"], help="container: ours (v1) or the original code's 4-byte header")
+    p.add_argument("--format", default="cod", choices=FORMATS, help="container: ours (v1) or the original code's 4-byte header")
     p.add_argument("-q", "--quiet", action="store_true")
     _add_decode_args(p, "override the file's settings")
     p.set_defaults(func=cmd_decompress)
@@ -345,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="round trip through real files: bpp, PSNR, MS-SSIM, timings")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     _add_model_args(p)
-    p.add_argument("--pad", default="replicate", choices=["replicate", "reflect", "constant"])
+    p.add_argument("--pad", default="replicate", choices=PAD_MODES)
     p.add_argument("--json", default=None, help="write results to this JSON file")
     p.set_defaults(func=cmd_evaluate)
 
@@ -358,10 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("config_yaml")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--prefix", default=None, help="state-dict prefix of the network (default: net., then ema_denoiser., then none)")
-    p.add_argument("--name", default=None, help="model name to record (default: codlite-<rate>)")
-    p.add_argument("--unsafe-pickle", action="store_true", help="allow arbitrary pickled objects in the .pt (only for files you trust)")
-    p.add_argument("--no-strict", dest="strict", action="store_false", help="keep shape-matching tensors, initialise the rest")
+    p.add_argument("--prefix", default=None, help="state-dict prefix of the network (default: CoD-Lite net., then ema_denoiser., then none; CoD ema_denoiser.)")
+    p.add_argument("--name", default=None, help="model name to record (default: <family>-<rate>)")
+    add_unsafe_pickle_arg(p)
+    p.add_argument("--no-strict", dest="strict", action="store_false", help="drop checkpoint tensors the model does not have (unknown keys, other shapes); every tensor of the model must still be there")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("models", help="list models and installed weights")

@@ -1,15 +1,12 @@
 """The CoD codec: image -> .cod bytes -> image through multi-step diffusion decoding.
 
-    codec = load_cod("cod-pixel-0.0039", weights="cod-pixel-0.0039.safetensors")
+    codec = cod.load("cod-pixel-0.0039", weights="cod-pixel-0.0039.safetensors")   # cod.families
     data = codec.compress(image)              # .cod bytes; decode settings inside
     image = codec.decompress(data)            # PIL.Image, original size, bit-identical every time
     image = codec.decompress(data, steps=50)  # override any stored setting
 
-Same contract as :class:`cod.codec.CoDLiteCodec`. Reads top to bottom:
-  1. decode settings (steps, cfg, sampler, seed) and their 12-byte serialisation
-  2. building a CoD network from a config
-  3. the codec: indices <-> bytes, condition maps, sampling, VAE, uint8
-  4. loading (our .safetensors or an official .pt + .yaml)
+Same contract as :class:`cod.codec.CoDLiteCodec`: indices <-> bytes, condition maps,
+sampling with the decode settings of :mod:`cod.diffusion.settings`, VAE, uint8.
 
 Decoding follows the official decompress (CoD spec §9.1): x at t=0 is float32 noise from a
 CPU generator seeded with ``seed``; the CFG null condition is the codec's output for an
@@ -19,12 +16,8 @@ the sampler; latent samples go through the SD VAE. Everything runs in float32.
 """
 from __future__ import annotations
 
-import math
-import re
-import struct
 import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,81 +25,11 @@ import torch
 from PIL import Image
 
 from cod import bitstream as bs
-from cod.checkpoint import check_state_dict, read_weights
-from cod.codec import IndexCodec, Timing, _resolve_device, image_to_tensor, installed_weights, pad_image, tensor_to_uint8
-from cod.diffusion.samplers import SAMPLERS, StepInfo, flow_timesteps, get_sampler, guided, initial_noise
-from cod.errors import BitstreamError, CheckpointError
+from cod.codec import PAD_MODES, IndexCodec, Timing, image_to_tensor, pad_image, tensor_to_uint8
+from cod.diffusion.samplers import StepInfo, flow_timesteps, get_sampler, guided, initial_noise
+from cod.diffusion.settings import DecodeSettings
 from cod.image_io import as_rgb_array
-from cod.official import is_official_checkpoint, official_yaml_for
 from cod.models.cod_dit import CoDDiTBase
-from cod.zoo import COD_FAMILIES, COD_MODELS, cod_family_code, get_cod_config
-
-PAD_MODES = ("replicate", "reflect", "constant")
-
-
-# ------------------------------------------------------------------ 1. decode settings
-SETTINGS_VERSION = 1
-_SETTINGS = struct.Struct(">BBHfI")  # version, sampler id, steps, cfg (float32), seed (uint32): 12 bytes
-SAMPLER_IDS = {"euler": 0, "adam2": 1}
-_SAMPLER_NAMES = {v: k for k, v in SAMPLER_IDS.items()}
-
-
-@dataclass(frozen=True)
-class DecodeSettings:
-    """How a CoD file is decoded; stored in the .cod header so decoding needs no flags."""
-
-    steps: int = 25
-    cfg: float = 3.0
-    sampler: str = "adam2"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not 1 <= int(self.steps) <= 0xFFFF:
-            raise ValueError(f"steps must be in 1..65535, got {self.steps}")
-        if self.sampler not in SAMPLER_IDS:
-            raise ValueError(f"unknown sampler {self.sampler!r}; known: {', '.join(SAMPLER_IDS)}")
-        if not 0 <= int(self.seed) <= 0xFFFFFFFF:
-            raise ValueError(f"seed must be in 0..2**32-1, got {self.seed}")
-        if not math.isfinite(self.cfg):
-            raise ValueError(f"cfg must be finite, got {self.cfg}")
-        # cfg is stored as float32: use exactly the value a reader will see
-        object.__setattr__(self, "cfg", float(np.float32(self.cfg)))
-        object.__setattr__(self, "steps", int(self.steps))
-        object.__setattr__(self, "seed", int(self.seed))
-
-    def to_bytes(self) -> bytes:
-        return _SETTINGS.pack(SETTINGS_VERSION, SAMPLER_IDS[self.sampler], self.steps, self.cfg, self.seed)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> "DecodeSettings":
-        if len(data) != _SETTINGS.size:
-            raise BitstreamError(f"corrupt CoD decode settings: {len(data)} bytes, expected {_SETTINGS.size}")
-        version, sampler, steps, cfg, seed = _SETTINGS.unpack(data)
-        if version != SETTINGS_VERSION:
-            raise BitstreamError(f"unsupported CoD decode-settings version {version} (this reader knows {SETTINGS_VERSION})")
-        if sampler not in _SAMPLER_NAMES or steps == 0 or not math.isfinite(cfg):
-            raise BitstreamError(f"corrupt CoD decode settings (sampler id {sampler}, steps {steps}, cfg {cfg})")
-        return cls(steps=steps, cfg=cfg, sampler=_SAMPLER_NAMES[sampler], seed=seed)
-
-    def override(self, steps: int | None = None, cfg: float | None = None, sampler: str | None = None, seed: int | None = None) -> "DecodeSettings":
-        """A copy with the given fields replaced (None keeps the stored value)."""
-        kw = {k: v for k, v in dict(steps=steps, cfg=cfg, sampler=sampler, seed=seed).items() if v is not None}
-        return replace(self, **kw)
-
-
-# ------------------------------------------------------------------ 2. networks
-def build_cod(config: dict[str, Any]) -> CoDDiTBase:
-    """PixNerDiT or DDT from a config dict (cod.zoo.cod_config layout)."""
-    family = config.get("family")
-    if family == "cod-pixel":
-        from cod.models.pixel_dit import build_pixel_dit
-
-        return build_pixel_dit(config)
-    if family == "cod-latent":
-        from cod.models.latent_dit import build_latent_dit
-
-        return build_latent_dit(config)
-    raise CheckpointError(f"not a CoD config: family {family!r} (cod-pixel or cod-latent)")
 
 
 def bf16_round(x: torch.Tensor) -> torch.Tensor:
@@ -120,7 +43,6 @@ def official_uint8(x: torch.Tensor) -> torch.Tensor:
     return ((x.to(torch.bfloat16) + 1) * 127.5 + 0.5).clamp(0, 255).to(torch.uint8)
 
 
-# ------------------------------------------------------------------ 3. the codec
 @dataclass
 class CoDCodec(IndexCodec):
     """A loaded CoD model (pixel or latent) ready to compress and decompress.
@@ -151,14 +73,6 @@ class CoDCodec(IndexCodec):
 
     # ---------------------------------------------------------- properties
     @property
-    def family(self) -> str:
-        return self.config["family"]
-
-    @property
-    def family_code(self) -> int:
-        return cod_family_code(self.config)
-
-    @property
     def latent(self) -> bool:
         return self.family == "cod-latent"
 
@@ -169,8 +83,8 @@ class CoDCodec(IndexCodec):
 
     @property
     def default_settings(self) -> DecodeSettings:
-        d = self.config.get("decode", {})
-        return DecodeSettings(d.get("steps", 25), d.get("cfg", 3.0), d.get("sampler", "adam2"), d.get("seed", 0))
+        """The model's decode defaults (its config's ``decode``, written by cod.zoo)."""
+        return DecodeSettings(**self.config["decode"])
 
     # ---------------------------------------------------------- indices
     def _image01(self, image) -> tuple[torch.Tensor, int, int]:
@@ -281,89 +195,16 @@ class CoDCodec(IndexCodec):
         self.last_timing.decode_s = time.perf_counter() - t0
         return out
 
+    @classmethod
+    def describe_settings(cls, settings: bytes) -> dict[str, Any]:
+        """The stored decode settings: steps, cfg, sampler, seed."""
+        st = DecodeSettings.from_bytes(settings)
+        return {"steps": st.steps, "cfg": st.cfg, "sampler": st.sampler, "seed": st.seed}
+
     def settings_of(self, data: bytes) -> DecodeSettings:
         """The decode settings stored in a .cod file (defaults when it has none)."""
         f = bs.read_cod(data)
         return DecodeSettings.from_bytes(f.header.settings) if f.header.settings else self.default_settings
 
 
-# ------------------------------------------------------------------ 4. loading
-def _load_into(config: dict[str, Any], state: dict[str, torch.Tensor], official: bool = False) -> CoDDiTBase:
-    """Build on the meta device (no 3.6 GB random init) and assign the weights, strictly.
-    ``official``: name the official key too in errors."""
-    with torch.device("meta"):
-        model = build_cod(config)
-    try:
-        check_state_dict(model, state)
-    except CheckpointError as exc:
-        if not official:
-            raise
-        from cod.official import cod_ours_to_official
-
-        m = re.search(r"'([^']+)'", str(exc))
-        try:
-            off = next(iter(cod_ours_to_official({m.group(1): None}, config))) if m else None
-        except CheckpointError:
-            off = None
-        raise CheckpointError(f"{exc} (official name: 'ema_denoiser.{off}')" if off else str(exc)) from None
-    own = model.state_dict()
-    model.load_state_dict({k: v.to(own[k].dtype).contiguous() for k, v in state.items()}, strict=True, assign=True)
-    return model
-
-
-def load_cod_model(name: str | None = None, weights: str | Path | None = None, config_yaml: str | Path | None = None, random_init: bool = False, seed: int = 0, unsafe_pickle: bool = False) -> tuple[CoDDiTBase, dict[str, Any]]:
-    """Build a CoD network and load its weights (our .safetensors or an official .pt whose
-    .yaml lies beside it or is given), strictly: a missing or unexpected key or a shape
-    mismatch is a CheckpointError naming the key."""
-    if random_init:
-        if name is None:
-            raise CheckpointError("a model name is needed for random weights")
-        config = get_cod_config(name)
-        torch.manual_seed(seed)
-        return build_cod(config), config
-    if weights is None:
-        inst = installed_weights()
-        if name is None or name not in inst:
-            raise CheckpointError(f"no weights installed for {name or 'CoD'}; pass --weights PATH (a .safetensors from `cod convert`, or an official .pt with its .yaml)")
-        weights = inst[name]
-    weights = Path(weights)
-    if is_official_checkpoint(weights):
-        from cod.official import convert_official_cod
-
-        config, state, _ = convert_official_cod(weights, official_yaml_for(weights, config_yaml), unsafe_pickle=unsafe_pickle, name=name)
-        official = True
-    else:
-        config, state = read_weights(weights)
-        official = False
-    if config.get("family") not in COD_FAMILIES:
-        raise CheckpointError(f"{weights}: a {config.get('family', 'codlite')} model, not CoD (cod-pixel or cod-latent)")
-    if name is not None and name in COD_MODELS:
-        want = COD_MODELS[name]
-        fields = ("family", "ds", "codebook_bits", "up2x")
-        if any(want[k] != config.get(k) for k in fields):
-            got = ", ".join(f"{k}={config.get(k)}" for k in fields)
-            raise CheckpointError(f"{weights} holds a model with {got}, not {name}")
-    config.setdefault("name", name or weights.stem)
-    return _load_into(config, state, official), config
-
-
-def load_cod(
-    name: str | None = None,
-    weights: str | Path | None = None,
-    vae: Any = None,
-    device: str | torch.device | None = "cpu",
-    config_yaml: str | Path | None = None,
-    pad_mode: str = "replicate",
-    progress: bool = False,
-    random_init: bool = False,
-    seed: int = 0,
-    unsafe_pickle: bool = False,
-) -> CoDCodec:
-    """Load a CoD codec. ``weights``: our .safetensors or an official .pt (+ .yaml).
-    ``vae`` (latent models): a folder with the sd-vae-ft-ema weights, an AutoencoderKL, or
-    None for $COD_VAE_DIR; it is needed only to decompress, and loaded then."""
-    model, config = load_cod_model(name, weights, config_yaml, random_init, seed, unsafe_pickle)
-    return CoDCodec(model, config, _resolve_device(device), vae=vae, pad_mode=pad_mode, progress=progress)
-
-
-__all__ = ["CoDCodec", "DecodeSettings", "load_cod", "load_cod_model", "build_cod", "official_uint8", "bf16_round", "SAMPLERS"]
+__all__ = ["CoDCodec", "DecodeSettings", "official_uint8", "bf16_round"]

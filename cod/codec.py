@@ -1,17 +1,17 @@
-"""The user-facing codec: image -> .cod bytes -> image (CompressAI-style contract).
+"""The codec layer: what every codec shares (:class:`IndexCodec`), and the CoD-Lite codec.
 
-    codec = cod.load("codlite-0.0312", weights="model.safetensors")
+    codec = cod.load("codlite-0.0312", weights="model.safetensors")   # cod.families
     data = codec.compress(image)        # bytes of a .cod file (header + CRC + indices)
     image = codec.decompress(data)      # PIL.Image, original size
 
 Any image size works: the image is padded to the model's multiple (lcm(ds, 16)) and the
-decoded image cropped back; the original size travels in the header.
+decoded image cropped back; the original size travels in the header. Loading (weights,
+families, the installed models) is cod.families, one layer up.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,20 +20,28 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cod import bitstream as bs
-from cod.checkpoint import load_state_strict, read_weights
-from cod.errors import BitstreamError, CheckpointError, ModelMismatchError
+from cod.errors import BitstreamError, CodError
 from cod.image_io import DEFAULT_MAX_PIXELS, as_rgb_array
-from cod.models.lite import CoDLite, build_codlite
-from cod.official import is_official_checkpoint, official_yaml_for
-from cod.zoo import DEFAULT_MODEL, FAMILY_CODLITE, MODELS, get_config, nominal_bpp, pad_multiple
+from cod.models.lite import CoDLite
+from cod.zoo import FAMILY_CODES, nominal_bpp, pad_multiple
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
 PAD_MODES = ("replicate", "reflect", "constant")
+FORMATS = ("cod", "official")  # our container, or the original code's 4-byte header
+DEVICES = ("auto", "cpu", "cuda")
 
 
-def installed_weights() -> dict[str, Path]:
-    """Default weights shipped inside the package: model name -> file."""
-    return {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.safetensors"))}
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The one device rule: ``auto`` (or None) is CUDA when available, else the CPU; asking for
+    CUDA without a GPU is a one-line error."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CodError(f"unknown device {device!r} (choose from {', '.join(DEVICES)})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CodError(f"device {device} asked for, but no CUDA GPU is available")
+    return dev
 
 
 def image_to_tensor(arr: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -68,17 +76,28 @@ class Timing:
 class IndexCodec:
     """What every codec of this package shares: a model with a VQ codebook whose indices,
     fixed-length packed, go into a .cod container; images padded to ``multiple`` and cropped.
-    Subclasses define ``model``, ``config``, ``ds`` and ``family_code``."""
+    Subclasses define ``model``, ``config`` (its ``family`` a key of cod.zoo.FAMILY_CODES)
+    and ``ds``; cod.families builds them with ``cls(model, config, device, **options)``."""
 
     model: Any
     config: dict[str, Any]
     # official files whose sides are not multiples of the padding multiple: CoD-Lite decodes
     # the floor(H/ds) grid with a grey remainder (as the original); CoD refuses them.
     official_floor_grid: bool = True
+    # the codebook's key in the state dict: its CRC is the model tag of the .cod header
+    CODEBOOK_KEY = "condition.quantizer.codebook.weight"
 
     @property
     def name(self) -> str:
-        return self.config.get("name", self.config.get("family", "cod"))
+        return self.config.get("name", self.family)
+
+    @property
+    def family(self) -> str:
+        return self.config["family"]
+
+    @property
+    def family_code(self) -> int:
+        return FAMILY_CODES[self.family]
 
     @property
     def bits(self) -> int:
@@ -95,8 +114,13 @@ class IndexCodec:
     def grid(self, height: int, width: int) -> tuple[int, int]:
         return bs.grid_size(height, width, self.ds, self.multiple)
 
+    @classmethod
+    def describe_settings(cls, settings: bytes) -> dict[str, Any]:
+        """The .cod header's settings field as `cod info` shows it (family specific)."""
+        return {"settings": settings.hex()} if settings else {}
+
     def _tag(self) -> int:
-        return bs.model_tag_of(self.model.condition.quantizer.codebook.weight.detach().cpu().float().numpy())
+        return bs.model_tag_of(self.model.state_dict()[self.CODEBOOK_KEY].detach().cpu().float().numpy())
 
     def write_file(self, indices: np.ndarray, height: int, width: int, format: str, settings: bytes = b"", height_first: bool = False) -> bytes:
         """Pack indices into our container (original size, settings) or the official layout
@@ -107,7 +131,7 @@ class IndexCodec:
             return bs.write_official(h * self.ds, w * self.ds, payload, height_first=height_first)
         if format == "cod":
             return bs.write_cod(bs.CodHeader(self.family_code, self.ds, self.bits, self.model_tag, height, width, settings), payload)
-        raise ValueError(f"unknown format {format!r} (cod or official)")
+        raise ValueError(f"unknown format {format!r} ({' or '.join(FORMATS)})")
 
     def read_file(self, data: bytes, format: str = "cod", height_first: bool = False) -> tuple[np.ndarray, int, int, tuple[int, int], bytes]:
         """Check a file against this model: (indices, height, width, index grid, settings bytes).
@@ -129,7 +153,7 @@ class IndexCodec:
             H, W, payload, settings = f.header.height, f.header.width, f.payload, f.header.settings
             h, w = self.grid(H, W)
         else:
-            raise ValueError(f"unknown format {format!r} (cod or official)")
+            raise ValueError(f"unknown format {format!r} ({' or '.join(FORMATS)})")
         if H * W > DEFAULT_MAX_PIXELS:
             raise BitstreamError(f"file claims a {W}x{H} image, above the limit of {DEFAULT_MAX_PIXELS / 1e6:.0f} Mpx (COD_MAX_PIXELS)")
         need = bs.packed_size(h * w, self.bits)
@@ -156,8 +180,6 @@ class CoDLiteCodec(IndexCodec):
         if not self.model.time_folded:
             self.model.fold_time_modulation(0.0)
         self.model_tag = self._tag()
-
-    family_code = FAMILY_CODLITE
 
     @property
     def ds(self) -> int:
@@ -211,103 +233,3 @@ class CoDLiteCodec(IndexCodec):
         out = Image.fromarray(self.decode(idx, H, W, grid), "RGB")
         self.last_timing.decode_s = time.perf_counter() - t0
         return out
-
-
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CheckpointError("--device cuda asked for, but no CUDA GPU is available")
-    return dev
-
-
-def load_model(name: str | None = None, weights: str | Path | None = None, config_yaml: str | Path | None = None, random_init: bool = False, seed: int = 0) -> tuple[CoDLite, dict[str, Any]]:
-    """Build a CoDLite and load its weights (ours or official), strictly."""
-    if random_init:
-        if name is None:
-            raise CheckpointError("a model name is needed for random weights")
-        config = get_config(name)
-        torch.manual_seed(seed)
-        return build_codlite(config), config
-    if weights is None:
-        inst = installed_weights()
-        if name is None:
-            if not inst:
-                raise CheckpointError("no weights installed; pass --weights PATH (see `cod models`)")
-            name = DEFAULT_MODEL if DEFAULT_MODEL in inst else sorted(inst)[0]
-        if name not in inst:
-            known = f" Installed: {', '.join(inst)}." if inst else ""
-            raise CheckpointError(
-                f"no weights installed for {name}; pass --weights PATH (a .safetensors from `cod convert`, "
-                f"or an official .pt with its .yaml next to it).{known}"
-            )
-        weights = inst[name]
-    weights = Path(weights)
-    if is_official_checkpoint(weights):
-        from cod.official import convert_official
-
-        config, state, _ = convert_official(weights, official_yaml_for(weights, config_yaml), name=name)
-    else:
-        config, state = read_weights(weights)
-    if config.get("family", "codlite") != "codlite":
-        raise CheckpointError(f"{weights}: a {config.get('family')} model, not CoD-Lite")
-    if name is not None and name in MODELS:
-        want = MODELS[name]
-        if (want["ds"], want["codebook_bits"]) != (config["ds"], config["codebook_bits"]):
-            raise CheckpointError(
-                f"{weights} holds a ds={config['ds']}, {config['codebook_bits']}-bit model, not {name}"
-            )
-    config.setdefault("name", name or weights.stem)
-    model = build_codlite(config)
-    load_state_strict(model, state)
-    return model, config
-
-
-def installed_codec_for(data: bytes, device: str | torch.device | None = "cpu", cache: dict[str, Any] | None = None):
-    """The installed codec that wrote a .cod file (same family, ds, bits and model tag), so
-    that ``cod decompress FILE`` needs no flags. ``cache`` keeps loaded codecs between files."""
-    header = bs.read_cod(data).header
-    cache = {} if cache is None else cache
-    for name in installed_weights():
-        if name not in cache:
-            cache[name] = load(name, device=device)
-        c = cache[name]
-        if (c.family_code, c.ds, c.bits, c.model_tag) == (header.family, header.ds, header.bits, header.model_tag):
-            return c
-    raise ModelMismatchError(
-        f"no installed model wrote this file ({header.family_name}, ds={header.ds}, {header.bits}-bit codebook, model tag {header.model_tag:04x}); "
-        "pass --weights PATH (installed: " + (", ".join(installed_weights()) or "none") + ")"
-    )
-
-
-def is_cod_model(name: str | None, weights: str | Path | None, config_yaml: str | Path | None = None) -> bool:
-    """True when the name or the weights file designate a CoD (DiT) model, not CoD-Lite."""
-    from cod.zoo import COD_MODELS
-
-    if name is not None:
-        return name in COD_MODELS
-    if weights is None:
-        return False
-    weights = Path(weights)
-    if is_official_checkpoint(weights):
-        from cod.official import is_official_cod_yaml
-
-        return is_official_cod_yaml(official_yaml_for(weights, config_yaml, must_exist=False))
-    if weights.is_file():
-        return str(read_weights(weights)[0].get("family", "codlite")).startswith("cod-")
-    return False
-
-
-def load(name: str | None = None, weights: str | Path | None = None, device: str | torch.device | None = "cpu", config_yaml: str | Path | None = None, pad_mode: str = "replicate", random_init: bool = False, seed: int = 0, vae: Any = None, progress: bool = False):
-    """Load a named codec: CoD-Lite (:class:`CoDLiteCodec`) or CoD (:class:`cod.cod_codec.CoDCodec`,
-    chosen by a ``cod-*`` name or the weights' family). ``weights``: our .safetensors, an
-    official .pt (+ .yaml), or None for the weights installed with the package.
-    ``random_init=True`` gives random weights (for speed tests). ``vae``: the SD-VAE folder
-    of latent CoD models."""
-    if is_cod_model(name, weights, config_yaml):
-        from cod.cod_codec import load_cod
-
-        return load_cod(name, weights, vae=vae, device=device, config_yaml=config_yaml, pad_mode=pad_mode, progress=progress, random_init=random_init, seed=seed)
-    model, config = load_model(name, weights, config_yaml, random_init, seed)
-    return CoDLiteCodec(model, config, _resolve_device(device), pad_mode)

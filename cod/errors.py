@@ -19,3 +19,7 @@ class CheckpointError(CodError):
 
 class ImageError(CodError):
     """An input image cannot be read or is too large."""
+
+
+class ConfigError(CodError):
+    """A model or training config has an unknown or missing key, or a value of the wrong type."""

@@ -2,17 +2,23 @@
 
 The official release stores CoD-Lite models as ``net.``-prefixed keys in the un-folded
 training form (CoD-Lite spec §3). Our module names differ only at the top level; the
-table below is the whole mapping, used in both directions.
+table below is the whole mapping, used in both directions. CoD models: second half.
+
+Each family's converter is an :class:`OfficialFormat` (the yaml it recognises, the
+conversion, the official name of one of our keys), registered with the family in
+cod.families.
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
 from cod.errors import CheckpointError
+from cod.zoo import CODLITE_FULL, COD_FAMILIES, COD_RATES, cod_config, rate_label
 
 # official prefix -> our prefix (CoD-Lite).  Longest official prefix wins.
 CODLITE_RENAMES: list[tuple[str, str]] = [
@@ -90,8 +96,6 @@ def config_from_official_args(init_args: Mapping[str, Any], name: str | None = N
     args.update({k: v for k, v in init_args.items()})
     if args.get("pred", "x") != "x":
         raise CheckpointError(f"CoD-Lite one-step models predict x; config says pred={args['pred']!r}")
-    from cod.zoo import CODLITE_FULL, rate_label
-
     cfg = dict(CODLITE_FULL)
     for key in ("in_channels", "patch_size", "hidden_size", "hidden_size_x", "num_blocks", "num_cond_blocks", "mlp_ratio", "light", "up2x", "ds", "codebook_bits", "noise_level"):
         cfg[key] = args[key]
@@ -150,17 +154,30 @@ def read_official_checkpoint(path: str | Path, unsafe_pickle: bool = False) -> d
         raise CheckpointError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}{hint}") from None
 
 
-def read_official_yaml(path: str | Path) -> dict[str, Any]:
-    """model.net.init_args of an official yaml config."""
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """An official yaml config as a dict (an empty one when the file is not a mapping)."""
     import yaml
 
     path = Path(path)
     try:
         doc = yaml.safe_load(path.read_text())
-        args = doc["model"]["net"]["init_args"]
     except FileNotFoundError:
         raise CheckpointError(f"config not found: {path}") from None
-    except Exception:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{path}: not a readable yaml file ({type(exc).__name__})") from None
+    return doc if isinstance(doc, dict) else {}
+
+
+def _model_section(doc: Mapping[str, Any]) -> Mapping[str, Any]:
+    model = doc.get("model")
+    return model if isinstance(model, Mapping) else {}
+
+
+def read_official_yaml(path: str | Path) -> dict[str, Any]:
+    """model.net.init_args of an official CoD-Lite yaml config."""
+    try:
+        args = _model_section(read_yaml(path))["net"]["init_args"]
+    except (KeyError, TypeError):
         raise CheckpointError(f"{path}: not an official config (no model.net.init_args)") from None
     return dict(args or {})
 
@@ -252,8 +269,6 @@ def cod_ours_to_official(state: Mapping[str, torch.Tensor], config: Mapping[str,
 
 def cod_config_from_official_args(family: str, init_args: Mapping[str, Any], name: str | None = None) -> dict[str, Any]:
     """Our CoD config (cod.zoo layout) from the official constructor arguments."""
-    from cod.zoo import COD_FAMILIES, COD_RATES, cod_config, rate_label
-
     if family not in COD_FAMILIES:
         raise CheckpointError(f"not a CoD family: {family!r}")
     args = dict(COD_ARG_DEFAULTS[family])
@@ -272,36 +287,26 @@ def cod_config_from_official_args(family: str, init_args: Mapping[str, Any], nam
 
 def read_official_cod_yaml(path: str | Path) -> tuple[str, dict[str, Any]]:
     """(family, model.denoiser.init_args) of an official CoD yaml (training or HF config)."""
-    import yaml
-
-    path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-        den = doc["model"]["denoiser"]
-        cls = str(den["class_path"]).rsplit(".", 1)[-1]
-        args = dict(den.get("init_args") or {})
-    except FileNotFoundError:
-        raise CheckpointError(f"config not found: {path}") from None
-    except Exception:  # noqa: BLE001
-        raise CheckpointError(f"{path}: not an official CoD config (no model.denoiser.class_path)") from None
+    doc = read_yaml(path)
+    cls = _cod_class(doc)
+    if cls is None:
+        raise CheckpointError(f"{path}: not an official CoD config (no model.denoiser.class_path)")
+    args = dict(_model_section(doc)["denoiser"].get("init_args") or {})
     if cls not in COD_CLASSES:
         raise CheckpointError(f"{path}: unknown CoD denoiser class {cls!r} (expected {' or '.join(COD_CLASSES)})")
     family = COD_CLASSES[cls]
-    latent = (doc.get("model") or {}).get("latent")
+    latent = _model_section(doc).get("latent")
     if latent is not None and bool(latent) != (family == "cod-latent"):
         raise CheckpointError(f"{path}: model.latent={latent} contradicts the denoiser class {cls}")
     return family, args
 
 
-def is_official_cod_yaml(path: str | Path) -> bool:
-    """True when the yaml describes a CoD (parent) model rather than CoD-Lite."""
-    import yaml
-
-    try:
-        doc = yaml.safe_load(Path(path).read_text())
-        return "denoiser" in (doc.get("model") or {})
-    except Exception:  # noqa: BLE001
-        return False
+def _cod_class(doc: Mapping[str, Any]) -> str | None:
+    """The class name of an official CoD yaml's denoiser (``PixNerDiT``, ``DDT``), else None."""
+    den = _model_section(doc).get("denoiser")
+    if not isinstance(den, Mapping) or "class_path" not in den:
+        return None
+    return str(den["class_path"]).rsplit(".", 1)[-1]
 
 
 def convert_official_cod(ckpt: str | Path, config_yaml: str | Path, prefix: str | None = COD_CHECKPOINT_PREFIX, unsafe_pickle: bool = False, name: str | None = None):
@@ -311,3 +316,33 @@ def convert_official_cod(ckpt: str | Path, config_yaml: str | Path, prefix: str 
     cfg = cod_config_from_official_args(family, args, name)
     picked, ignored = select_prefix(read_official_checkpoint(ckpt, unsafe_pickle), prefix)
     return cfg, cod_official_to_ours(picked, cfg), ignored
+
+
+# ========================================================================================
+# The converters as the registry (cod.families) sees them.
+@dataclass(frozen=True)
+class OfficialFormat:
+    """How one family's official checkpoints are recognised and converted."""
+
+    describe: str  # what its yaml holds, for error messages
+    claims: Callable[[Mapping[str, Any]], bool]  # does this official yaml describe a model of the family
+    convert: Callable[..., tuple[dict[str, Any], dict[str, torch.Tensor], list[str]]]  # (ckpt, yaml, prefix=, unsafe_pickle=, name=)
+    official_key: Callable[[str, Mapping[str, Any]], str] | None = None  # our key -> the checkpoint's, for error messages
+
+
+def _cod_official_key(key: str, config: Mapping[str, Any]) -> str:
+    return COD_CHECKPOINT_PREFIX + next(iter(cod_ours_to_official({key: None}, config)))
+
+
+CODLITE_OFFICIAL = OfficialFormat(
+    "model.net.init_args",
+    lambda doc: "net" in _model_section(doc) and "denoiser" not in _model_section(doc),
+    convert_official,
+)
+
+
+def _cod_format(cls: str) -> OfficialFormat:
+    return OfficialFormat(f"model.denoiser of class {cls}", lambda doc: _cod_class(doc) == cls, convert_official_cod, _cod_official_key)
+
+
+COD_PIXEL_OFFICIAL, COD_LATENT_OFFICIAL = _cod_format("PixNerDiT"), _cod_format("DDT")

@@ -1,7 +1,10 @@
-"""Named model configurations: the one table of CoD-Lite rates and sizes.
+"""Named models: the one table of rates, widths and decode defaults of every family.
 
 Every fact about a rate (its downsampling factor ``ds`` and codebook bits) lives in
-:data:`RATES`; every named model is built from it by :func:`codlite_config`.
+:data:`RATES` / :data:`COD_RATES`; every architecture's widths in ``*_FULL`` / ``CODLITE_SMALL``;
+CoD's decode defaults in :data:`COD_DECODE` / :data:`COD_CFG`. Every named model of
+:data:`MODELS` is built from them. Plain dicts, no torch: the weights files store the same
+dicts (cod.checkpoint), and each family's typed config (cod.families) checks them.
 Nominal bpp = bits / ds**2 (CoD-Lite spec §2.1): no entropy coding, every index costs
 exactly ``bits`` bits.
 """
@@ -21,11 +24,11 @@ RATES: dict[str, tuple[int, int]] = {
     "0.5": (4, 8),
 }
 
-# Bitstream family codes (written into the .cod header, see docs/format.md).
-FAMILY_CODLITE = 1
-FAMILY_COD_PIXEL = 2
-FAMILY_COD_LATENT = 3
-FAMILY_NAMES = {FAMILY_CODLITE: "codlite", FAMILY_COD_PIXEL: "cod-pixel", FAMILY_COD_LATENT: "cod-latent"}
+# Model families (cod.families registers each) and their bitstream codes (the .cod header's
+# family field, docs/format.md).
+FAMILY_CODES: dict[str, int] = {"codlite": 1, "cod-pixel": 2, "cod-latent": 3}
+FAMILY_NAMES: dict[int, str] = {code: name for name, code in FAMILY_CODES.items()}
+FAMILY_CODLITE, FAMILY_COD_PIXEL, FAMILY_COD_LATENT = (FAMILY_CODES[f] for f in ("codlite", "cod-pixel", "cod-latent"))
 
 # Architecture of the published CoD-Lite one-step codec (spec §2, stage1/2.yaml).
 CODLITE_FULL: dict[str, Any] = {
@@ -60,6 +63,12 @@ def pad_multiple(ds: int, patch_size: int = 16) -> int:
     return ds * patch_size // math.gcd(ds, patch_size)
 
 
+def index_stride(ds: int, up2x: bool) -> int:
+    """Image pixels per index along a side: ds with the stride-2 stem (up2x), ds/2 without
+    (CoD's 256 px stage-1 layout, CoD spec §2.2)."""
+    return ds if up2x else ds // 2
+
+
 def rate_label(ds: int, bits: int) -> str:
     for label, (d, b) in RATES.items():
         if (d, b) == (ds, bits):
@@ -91,22 +100,6 @@ CODLITE_SMALL: dict[str, Any] = {
 }
 SMALL_RATES = ("0.0312", "0.125")
 
-MODELS: dict[str, dict[str, Any]] = {f"codlite-{r}": codlite_config(r) for r in RATES}
-MODELS.update({f"codlite-small-{r}": codlite_config(r, **CODLITE_SMALL) for r in SMALL_RATES})
-
-# What `cod compress` uses when neither --model nor --weights is given.
-DEFAULT_MODEL = "codlite-small-0.0312"
-
-
-def get_config(name: str) -> dict[str, Any]:
-    """A copy of the config of the named model."""
-    if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
-    cfg = copy.deepcopy(MODELS[name])
-    cfg["name"] = name
-    return cfg
-
-
 # ----------------------------------------------------------------------------------------
 # CoD (the diffusion foundation model; CoD spec §2). Rates of the released checkpoints:
 # (ds, codebook bits). 0.0039 is the same rate as CoD-Lite's; 0.00024 is 64 bits per
@@ -116,17 +109,11 @@ COD_RATES: dict[str, tuple[int, int]] = {
     "0.00024": (128, 4),
 }
 
-# Decode settings the paper uses (25-step adam2, seed 0; CFG 3.0 pixel and latent-64-bit,
-# 1.25 latent 0.0039; CoD spec §9.1, §15.1). Written into every .cod file (docs/format.md).
-COD_DEFAULT_STEPS = 25
-COD_DEFAULT_SAMPLER = "adam2"
-COD_DEFAULT_SEED = 0
-COD_DEFAULT_CFG: dict[tuple[str, str], float] = {
-    ("cod-pixel", "0.0039"): 3.0,
-    ("cod-pixel", "0.00024"): 3.0,
-    ("cod-latent", "0.0039"): 1.25,
-    ("cod-latent", "0.00024"): 3.0,
-}
+# Decode settings the paper uses (25-step adam2, seed 0, CFG 3.0; CoD spec §9.1, §15.1), and
+# the models whose guidance differs (latent 0.0039: 1.25). Written into every .cod file
+# (docs/format.md); cod.diffusion.settings.DecodeSettings defaults to COD_DECODE.
+COD_DECODE: dict[str, Any] = {"steps": 25, "cfg": 3.0, "sampler": "adam2", "seed": 0}
+COD_CFG: dict[tuple[str, str], float] = {("cod-latent", "0.0039"): 1.25}
 
 # Architectures (cod/configs/{pixel,latent}/*_xl.yaml).
 COD_PIXEL_FULL: dict[str, Any] = {
@@ -157,10 +144,7 @@ COD_LATENT_FULL: dict[str, Any] = {
     "encoder_channels": 128,
     "latent_channels": 128,
 }
-COD_FAMILIES: dict[str, tuple[int, dict[str, Any]]] = {
-    "cod-pixel": (FAMILY_COD_PIXEL, COD_PIXEL_FULL),
-    "cod-latent": (FAMILY_COD_LATENT, COD_LATENT_FULL),
-}
+COD_FAMILIES: dict[str, dict[str, Any]] = {"cod-pixel": COD_PIXEL_FULL, "cod-latent": COD_LATENT_FULL}
 
 
 def cod_config(family: str, rate: str, stage1: bool = False, **overrides: Any) -> dict[str, Any]:
@@ -172,16 +156,11 @@ def cod_config(family: str, rate: str, stage1: bool = False, **overrides: Any) -
     if rate not in COD_RATES:
         raise KeyError(f"unknown CoD rate {rate!r}; known: {', '.join(COD_RATES)}")
     ds, bits = COD_RATES[rate]
-    cfg = copy.deepcopy(COD_FAMILIES[family][1])
+    cfg = copy.deepcopy(COD_FAMILIES[family])
     cfg.update(ds=ds, codebook_bits=bits, up2x=not stage1, rate=rate)
-    cfg["decode"] = {"steps": COD_DEFAULT_STEPS, "cfg": COD_DEFAULT_CFG[(family, rate)], "sampler": COD_DEFAULT_SAMPLER, "seed": COD_DEFAULT_SEED}
+    cfg["decode"] = dict(COD_DECODE, cfg=COD_CFG.get((family, rate), COD_DECODE["cfg"]))
     cfg.update(overrides)
     return cfg
-
-
-def cod_family_code(config: dict[str, Any]) -> int:
-    """Bitstream family code of a CoD config (FAMILY_COD_PIXEL or FAMILY_COD_LATENT)."""
-    return COD_FAMILIES[config["family"]][0]
 
 
 def cod_model_names() -> list[str]:
@@ -197,14 +176,20 @@ def _cod_named(name: str) -> dict[str, Any]:
     return cod_config(fam, rate, stage1=stage1)
 
 
-# Kept apart from MODELS (CoD-Lite) until cod.load dispatches on the family.
-COD_MODELS: dict[str, dict[str, Any]] = {n: _cod_named(n) for n in cod_model_names()}
+# ----------------------------------------------------------------------------------------
+# Every named model, all families: name -> config dict.
+MODELS: dict[str, dict[str, Any]] = {f"codlite-{r}": codlite_config(r) for r in RATES}
+MODELS.update({f"codlite-small-{r}": codlite_config(r, **CODLITE_SMALL) for r in SMALL_RATES})
+MODELS.update({n: _cod_named(n) for n in cod_model_names()})
+
+# What `cod compress` uses when neither --model nor --weights is given.
+DEFAULT_MODEL = "codlite-small-0.0312"
 
 
-def get_cod_config(name: str) -> dict[str, Any]:
-    """A copy of the config of the named CoD model."""
-    if name not in COD_MODELS:
-        raise KeyError(f"unknown CoD model {name!r}; known: {', '.join(COD_MODELS)}")
-    cfg = copy.deepcopy(COD_MODELS[name])
+def get_config(name: str) -> dict[str, Any]:
+    """A copy of the config of the named model (any family), with its name."""
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
+    cfg = copy.deepcopy(MODELS[name])
     cfg["name"] = name
     return cfg

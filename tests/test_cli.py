@@ -156,7 +156,7 @@ def test_convert_errors_name_the_key(conformance_dir, tmp_path, capsys):
     import torch
     import yaml
 
-    from cod.conformance import load_manifest, official_state_dict
+    from tests.conformance import load_manifest, official_state_dict
 
     man = load_manifest(conformance_dir / "A3_codlite_0.0156")
     sd = {f"net.{k}": v for k, v in official_state_dict(man).items()}
@@ -209,14 +209,14 @@ def test_installed_models_are_picked_by_default_and_by_header(photo, tiny_weight
     model that wrote each file from its header (rate and model tag), whatever the default."""
     import shutil
 
-    import cod.codec
+    import cod.families
     from cod.zoo import DEFAULT_MODEL
 
     inst = tmp_path / "weights"
     inst.mkdir()
     shutil.copy(tiny_weights["0.0312"], inst / f"{DEFAULT_MODEL}.safetensors")
     shutil.copy(tiny_weights["0.125"], inst / "codlite-small-0.125.safetensors")
-    monkeypatch.setattr(cod.codec, "WEIGHTS_DIR", inst)
+    monkeypatch.setattr(cod.families, "WEIGHTS_DIR", inst)
     assert main(["models"]) == 0
     listing = capsys.readouterr().out
     assert f"{DEFAULT_MODEL}" in listing and "(default)" in listing and str(inst / "codlite-small-0.125.safetensors") in listing

@@ -9,8 +9,10 @@ import torch
 
 from cod import bitstream as bs
 from cod.checkpoint import save_weights
-from cod.cod_codec import CoDCodec, DecodeSettings, build_cod, load_cod
+from cod.cod_codec import CoDCodec, DecodeSettings
 from cod.errors import BitstreamError, CheckpointError, CodError, ModelMismatchError
+from cod.families import build_network as build_cod
+from cod.families import load_cod
 from cod.models.vae import VAE_ENV, LatentVAE, VAEMissingError
 from cod.zoo import FAMILY_COD_LATENT, FAMILY_COD_PIXEL, cod_config
 
@@ -280,7 +282,7 @@ def test_official_yaml_args_give_the_named_config(name, family, args, tmp_path):
     import yaml
 
     from cod.official import cod_config_from_official_args, convert_official_cod, read_official_cod_yaml
-    from cod.zoo import get_cod_config
+    from cod.zoo import get_config as get_cod_config
 
     cls = "cod.models.pixel_dit.PixNerDiT" if family == "cod-pixel" else "cod.models.latent_dit.DDT"
     path = tmp_path / "cfg.yaml"

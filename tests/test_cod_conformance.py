@@ -7,11 +7,12 @@ import yaml
 from safetensors.torch import load_file
 
 from cod import bitstream as bs
-from cod.cod_codec import DecodeSettings, load_cod, official_uint8
+from cod.cod_codec import DecodeSettings, official_uint8
 from cod.codec import tensor_to_uint8
-from cod.conformance import load_manifest, official_state_dict
+from tests.conformance import load_manifest, official_state_dict
 from cod.diffusion import flow_timesteps, guided, sample_adam2, sample_euler
 from cod.errors import CheckpointError
+from cod.families import load_cod
 from cod.official import COD_CLASSES, cod_config_from_official_args, cod_official_to_ours, cod_ours_to_official
 
 CASES = ["B_cod_pixel_256", "B2_cod_pixel_up2x_192x256", "C_cod_latent_256"]

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 import cod
 from cod.bitstream import pack_indices
 from cod.cli import main
-from cod.conformance import load_manifest, official_state_dict
+from tests.conformance import load_manifest, official_state_dict
 
 CASES = ["A1_codlite_0.0039", "A2_codlite_0.0078", "A3_codlite_0.0156", "A4_codlite_0.0312", "A5_codlite_0.1250", "A6_codlite_0.5000"]
 
@@ -55,7 +55,7 @@ def test_conformance_case(case, conformance_dir, tmp_path):
     assert tuple(y.shape[-2:]) == (H, W)
 
     # training form (fresh model, global attention, un-folded adaLN)
-    model, _ = cod.codec.load_model(weights=out)
+    model, _ = cod.load_network(weights=out)
     model.eval().set_attention(windowed=False)
     got = {}
     with torch.no_grad():

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 import cod
-from cod.codec import WEIGHTS_DIR, installed_weights
+from cod.families import WEIGHTS_DIR, installed_weights
 from cod.zoo import DEFAULT_MODEL, MODELS, SMALL_RATES
 from tests.conftest import ROOT
 
@@ -24,7 +24,7 @@ def test_every_small_model_is_shipped_within_the_size_budget():
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_weights_load_strictly_as_the_zoo_model(name):
     from cod.checkpoint import read_weights
-    from cod.codec import load_model
+    from cod.families import load_network as load_model
 
     config, state = read_weights(installed_weights()[name])
     model, _ = load_model(name)  # strict: every tensor present, no extra, right shapes

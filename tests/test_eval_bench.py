@@ -14,7 +14,7 @@ from cod.eval import metrics as M
 from cod.eval.baselines import get_baseline
 from cod.eval.bench import SERIES_KEYS, bench, curve_name, load_results, save_results
 from cod.eval.cli import add_eval_subcommands
-from cod.eval.cli import main as eval_main
+from cod.cli import main as eval_main
 from cod.eval.plot import plot_rd
 from cod.eval.schema import RESULT_KEYS, validate_results
 from cod.eval.speed import format_speed, speed

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cod.train.run import StepSampler, load_config, train
+from cod.train.run import StepSampler, load_config, model_config, train
 from tests.conftest import TRAIN_PHOTOS
 
 
@@ -126,6 +126,28 @@ def test_config_overrides_and_errors():
         load_config("no-such-config")
     with pytest.raises(CodError, match="key=value"):
         load_config("tiny-pretrain", ["oops"])
+
+
+def test_config_inheritance_and_overrides_through_omegaconf(tmp_path):
+    """``base:`` chains merge mappings key by key and replace other values; ``--set`` replaces
+    one value (a mapping too) after the merge; the result is plain dicts and lists."""
+    from cod.errors import CodError
+
+    cfg = load_config("tiny-distill")  # tiny-distill <- tiny-onestep <- tiny-pretrain
+    assert "base" not in cfg and type(cfg) is dict and type(cfg["data"]["sources"]) is list
+    assert cfg["stage"] == "distill" and cfg["lora"] is None and cfg["model"]["name"] == "codlite-0.0312"  # from tiny-pretrain
+    assert cfg["loss"] == {"perceptual": "ms-ssim", "align_block": 1, "dmd": 2.0, "gan": 0.01, "cfg_scale": 3.0, "generator_every": 5}
+    assert cfg["trainer"]["log_every"] == 1 and cfg["trainer"]["max_steps"] == 6  # merged: kept, replaced
+    cfg = load_config("tiny-onestep", ["loss={vq: 0.5}", "data.scale=[0.5, 1.0]", "optim.lr=2.0e-4", "lora=null", "new.key.deep=3"])
+    assert cfg["loss"] == {"vq": 0.5} and cfg["data"]["scale"] == [0.5, 1.0] and cfg["optim"]["lr"] == 2e-4
+    assert cfg["lora"] is None and cfg["new"] == {"key": {"deep": 3}}
+    child = tmp_path / "child.yaml"
+    child.write_text("base: tiny-pretrain\nmodel: {overrides: {hidden_size: 32}}\n")
+    cfg = load_config(str(child))
+    assert cfg["model"]["name"] == "codlite-0.0312" and cfg["model"]["overrides"]["hidden_size"] == 32
+    assert cfg["model"]["overrides"]["num_blocks"] == 3  # the rest of the base's overrides kept
+    with pytest.raises(CodError, match="unknown key 'hidden_szie'"):
+        model_config(load_config("tiny-pretrain", ["model.overrides.hidden_szie=32"]))
 
 
 def test_training_on_kodak_is_refused(tmp_path):

@@ -91,7 +91,7 @@ def test_one_step_term_only_in_stage3():
 
 @pytest.mark.parametrize("name", [f"cod-{f}-stage{s}" for f in ("pixel", "latent") for s in (1, 2, 3)])
 def test_paper_configs_build(name):
-    from cod.cod_codec import build_cod
+    from cod.families import build_network as build_cod
 
     cfg = load_config(name)
     mc = model_config(cfg)

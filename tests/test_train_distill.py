@@ -104,7 +104,7 @@ def test_discriminator_and_losses_shapes():
 
 def test_paper_distill_config_builds():
     from cod.models.lite import build_codlite
-    from cod.zoo import get_cod_config
+    from cod.zoo import get_config as get_cod_config
 
     cfg = load_config("codlite-distill")
     assert cfg["stage"] == "distill" and cfg["trainer"]["max_steps"] == 200_000 and not cfg.get("lora")

@@ -9,15 +9,13 @@ precision decision (docs/models.md) rests on a measurement.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from cod.checkpoint import read_weights, save_weights
-from cod.codec import WEIGHTS_DIR, CoDLiteCodec, load_model
+from cod.families import FAMILIES, WEIGHTS_DIR, build_network, load
 from cod.image_io import read_image
-from cod.models.lite import build_codlite
 
 
 def main() -> None:
@@ -36,10 +34,10 @@ def main() -> None:
     print(f"{args.weights} -> {out} ({out.stat().st_size / 1e6:.2f} MB, {args.dtype})")
     if args.check:
         image = read_image(args.check)
-        ref_model = build_codlite(config)
+        ref_model = build_network(config)
         ref_model.load_state_dict(state)
-        ref = CoDLiteCodec(ref_model, config, torch.device("cpu"))
-        shipped = CoDLiteCodec(load_model(weights=out)[0], config, torch.device("cpu"))
+        ref = FAMILIES[config["family"]].codec(ref_model, config, torch.device("cpu"))
+        shipped = load(weights=out)
         a = np.asarray(ref.decompress(ref.compress(image))).astype(int)
         b = np.asarray(shipped.decompress(shipped.compress(image))).astype(int)
         same_idx = ref.compress(image)[26:] == shipped.compress(image)[26:]

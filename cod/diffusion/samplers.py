@@ -72,23 +72,30 @@ def guided(
     cond: torch.Tensor,
     uncond: torch.Tensor,
     scale: float,
-    interval: tuple[float, float] = GUIDANCE_INTERVAL,
+    interval: tuple[float, float] | None = GUIDANCE_INTERVAL,
 ) -> ModelFn:
-    """Classifier-free guidance around ``denoiser(x, t, cond_map) -> v``.
+    """Classifier-free guidance around ``denoiser(x, t, cond_map) -> v``: the one place it is
+    formed, for the samplers and for the DMD teacher (cod.train.distill).
 
     One network call on the batch [uncond; cond]; v = v_u + w (v_c - v_u) with w = ``scale``
     for interval[0] < t < interval[1] and w = 1 elsewhere (the combination is still formed,
-    as officially; with the default grid the first three of 25 steps are unguided).
-    ``uncond`` is the condition map of the all -1 image (spec §3), not a learned token.
+    as officially; with the default grid the first three of 25 steps are unguided);
+    ``interval=None`` guides at every t. ``t`` is a scalar (samplers) or one time per sample
+    (training; then ``interval`` must be None). ``uncond`` is the condition map of the all -1
+    image (spec §3), not a learned token.
     """
     cond2 = torch.cat([uncond, cond], dim=0)
 
     def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
-        tt = torch.as_tensor(t, dtype=torch.float32, device=x.device).reshape(-1).expand(2 * b)
-        out = denoiser(torch.cat([x, x], dim=0), tt, cond2)
+        tt = torch.as_tensor(t, dtype=torch.float32, device=x.device).reshape(-1)
+        if tt.numel() == 1:
+            tt = tt.expand(b)
+        elif interval is not None:
+            raise ValueError("a guidance interval needs one time for the whole batch")
+        out = denoiser(torch.cat([x, x], dim=0), torch.cat([tt, tt]), cond2)
         v_u, v_c = out.chunk(2, dim=0)
-        w = scale if guidance_active(t, interval) else 1.0
+        w = scale if interval is None or guidance_active(t, interval) else 1.0
         return v_u + w * (v_c - v_u)
 
     return model_fn

@@ -1,10 +1,11 @@
 """Bjøntegaard delta rate and delta quality with piecewise cubic (PCHIP) interpolation.
 
 As in the JCT-VC / JVET common-test-conditions sheets: log10(rate) is interpolated as a
-function of the quality metric with a monotone piecewise cubic Hermite interpolant (scipy's
-``PchipInterpolator``), and both curves are integrated over the metric range they share.
-For lower-is-better metrics (LPIPS, DISTS, FID, KID) the metric is negated first, so a negative
-BD-rate always means the test codec needs fewer bits than the anchor for the same quality.
+function of the quality metric with a monotone piecewise cubic Hermite interpolant, and both
+curves are integrated over the metric range they share. The arithmetic is the `bjontegaard`
+package's (FAU-LMS, ``method="pchip"``); this module checks the curves first, with one-line
+errors. For lower-is-better metrics (LPIPS, DISTS, FID, KID) the metric is negated first, so a
+negative BD-rate always means the test codec needs fewer bits than the anchor for the same quality.
 """
 from __future__ import annotations
 
@@ -31,15 +32,13 @@ def _curve(rate: Sequence[float], metric: Sequence[float], what: str) -> tuple[n
     return r, m
 
 
-def _mean_over(x: np.ndarray, y: np.ndarray, lo: float, hi: float, what: str, xname: str) -> float:
-    """Mean of the PCHIP interpolant y(x) over [lo, hi]."""
-    from scipy.interpolate import PchipInterpolator
-
+def _sorted_by(x: np.ndarray, y: np.ndarray, what: str, xname: str) -> tuple[np.ndarray, np.ndarray]:
+    """The curve ordered by ``x``, which must take distinct values (PCHIP needs them increasing)."""
     order = np.argsort(x)
     xs, ys = x[order], y[order]
     if np.any(np.diff(xs) <= 0):
         raise CodError(f"{what}: two points have the same {xname}; the curve must be strictly monotone in it")
-    return float(PchipInterpolator(xs, ys).integrate(lo, hi)) / (hi - lo)
+    return xs, ys
 
 
 def _overlap(a: np.ndarray, b: np.ndarray, name: str) -> tuple[float, float]:
@@ -54,23 +53,28 @@ def _overlap(a: np.ndarray, b: np.ndarray, name: str) -> tuple[float, float]:
 
 def bd_rate(anchor_rate: Sequence[float], anchor_metric: Sequence[float], test_rate: Sequence[float], test_metric: Sequence[float], lower_is_better: bool = False, metric_name: str = "metric") -> float:
     """Average rate difference of test vs anchor at equal quality, in percent (negative = test saves bits)."""
+    import bjontegaard
+
     ra, ma = _curve(anchor_rate, anchor_metric, "anchor")
     rt, mt = _curve(test_rate, test_metric, "test")
     if lower_is_better:
         ma, mt = -ma, -mt
-    lo, hi = _overlap(ma, mt, metric_name)
-    mean_a = _mean_over(ma, np.log10(ra), lo, hi, "anchor", metric_name)
-    mean_t = _mean_over(mt, np.log10(rt), lo, hi, "test", metric_name)
-    return float((10.0 ** (mean_t - mean_a) - 1.0) * 100.0)
+    _overlap(ma, mt, metric_name)
+    ma, ra = _sorted_by(ma, ra, "anchor", metric_name)
+    mt, rt = _sorted_by(mt, rt, "test", metric_name)
+    return float(bjontegaard.bd_rate(ra, ma, rt, mt, method="pchip", require_matching_points=False, min_overlap=0))
 
 
 def bd_metric(anchor_rate: Sequence[float], anchor_metric: Sequence[float], test_rate: Sequence[float], test_metric: Sequence[float], metric_name: str = "metric") -> float:
     """Average metric difference (test - anchor) at equal rate over the shared log-rate range (BD-PSNR style)."""
+    import bjontegaard
+
     ra, ma = _curve(anchor_rate, anchor_metric, "anchor")
     rt, mt = _curve(test_rate, test_metric, "test")
-    la, lt = np.log10(ra), np.log10(rt)
-    lo, hi = _overlap(la, lt, "log10(bpp)")
-    return _mean_over(lt, mt, lo, hi, "test", "bpp") - _mean_over(la, ma, lo, hi, "anchor", "bpp")
+    _overlap(np.log10(ra), np.log10(rt), "log10(bpp)")
+    ra, ma = _sorted_by(ra, ma, "anchor", "bpp")
+    rt, mt = _sorted_by(rt, mt, "test", "bpp")
+    return float(bjontegaard.bd_psnr(ra, ma, rt, mt, method="pchip", require_matching_points=False, min_overlap=0))
 
 
 @dataclass

@@ -26,6 +26,7 @@ from cod.errors import CodError
 from cod.eval.baselines import Baseline, bits_per_pixel, encode_at_bpp
 from cod.eval.metrics import METRIC_KEYS, MetricSuite, as_uint8_rgb, default_patch_size
 from cod.eval.schema import validate_results
+from cod.image_io import atomic_write_bytes
 
 #: Series written in ``results`` (the schema's required ones plus LPIPS-VGG and KID).
 SERIES_KEYS: tuple[str, ...] = (
@@ -306,10 +307,7 @@ def save_results(results: Mapping[str, Any], out: str | Path) -> Path:
     validate_results(results)
     out = Path(out)
     path = out if out.suffix == ".json" else out / f"{results['name']}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
-    tmp.replace(path)
+    atomic_write_bytes(path, (json.dumps(results, indent=1, allow_nan=False) + "\n").encode())
     return path
 
 

@@ -1,16 +1,17 @@
 """`cod bench`, `cod plot`, `cod bdrate` and `cod speed`: the evaluation subcommands.
 
-The main CLI calls :func:`add_eval_subcommands` on its subparsers; every handler takes the
-argparse namespace and returns an exit code, and reports bad input as a one-line CodError.
+The main CLI (cod/cli.py) calls :func:`add_eval_subcommands` on its subparsers; every handler
+takes the argparse namespace and returns an exit code, and reports bad input as a one-line
+CodError.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
+from cod.cliargs import add_device_arg, add_unsafe_pickle_arg, parse_size
 from cod.errors import CodError
 from cod.eval.metrics import METRIC_KEYS, WEIGHTS_ENV
 
@@ -40,17 +41,6 @@ def parse_metrics(text: str | None) -> list[str]:
     return names
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'1920x1024' (width x height) -> (height, width)."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise CodError(f"--size: expected WIDTHxHEIGHT like 1920x1024, got {text!r}") from None
-    if w < 1 or h < 1:
-        raise CodError(f"--size: width and height must be positive, got {text!r}")
-    return h, w
-
-
 def _weights_for(models: list[str], given: list[str]) -> dict[str, str | None]:
     """--weights values (PATH for a single model, or NAME=PATH) -> model name -> path."""
     out: dict[str, str | None] = {m: None for m in models}
@@ -67,18 +57,10 @@ def _weights_for(models: list[str], given: list[str]) -> dict[str, str | None]:
     return out
 
 
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def _load_model(name: str, weights: str | None, device: str) -> Any:
+def _load_model(name: str, weights: str | None, device: Any, unsafe_pickle: bool = False) -> Any:
     import cod
 
-    return cod.load(name, weights=weights, device=device)
+    return cod.load(name, weights=weights, device=device, unsafe_pickle=unsafe_pickle)
 
 
 def _fmt(v: Any, spec: str) -> str:
@@ -88,13 +70,14 @@ def _fmt(v: Any, spec: str) -> str:
 # ----------------------------------------------------------------------------- handlers
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the codecs over the image folder; write one results JSON per curve."""
+    from cod.codec import resolve_device
     from cod.eval.baselines import get_baseline, is_baseline_name
     from cod.eval.bench import bench, load_images, save_results
     from cod.eval.metrics import MetricSuite, default_patch_size
 
     targets = parse_bpps(args.bpp)
     metrics = parse_metrics(args.metrics)
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device)
     names = list(dict.fromkeys(args.codec))
     models = [n for n in names if not is_baseline_name(n)]
     weights = _weights_for(models, args.weights or [])
@@ -103,7 +86,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     images = load_images(args.image_dir, limit=args.limit, crop=args.crop)
     patch = args.fid_patch or default_patch_size([img.shape for _, img in images])
     suite = MetricSuite(metrics, weights_dir=args.weights_dir, device=device, fid_patch=patch)
-    codecs = [get_baseline(n) if is_baseline_name(n) else _load_model(n, weights[n], device) for n in names]
+    codecs = [get_baseline(n) if is_baseline_name(n) else _load_model(n, weights[n], device, args.unsafe_pickle) for n in names]
     results = bench(codecs, images, targets, suite=suite, crop=args.crop, dataset=str(args.image_dir), progress=not args.quiet)
     print(f"{'curve':<16} {'target':>7} {'bpp':>8} {'PSNR':>7} {'MS-SSIM':>8} {'LPIPS':>7} {'DISTS':>7} {'FID':>7} {'enc s':>7} {'dec s':>7}")
     for res in results:
@@ -157,20 +140,21 @@ def cmd_bdrate(args: argparse.Namespace) -> int:
 
 def cmd_speed(args: argparse.Namespace) -> int:
     """Time one codec (a model or a baseline at --quality) at one image size."""
+    from cod.codec import resolve_device
     from cod.eval.baselines import FixedQuality, get_baseline, is_baseline_name
     from cod.eval.speed import format_speed, speed
+    from cod.image_io import atomic_write_bytes
 
     size = parse_size(args.size)
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device)
     if is_baseline_name(args.model):
         codec: Any = FixedQuality(get_baseline(args.model), args.quality)
     else:
-        codec = _load_model(args.model, args.weights, device)
+        codec = _load_model(args.model, args.weights, device, args.unsafe_pickle)
     report = speed(codec, size=size, warmup=args.warmup, runs=args.runs, device=device)
     print(format_speed(report))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+        atomic_write_bytes(args.json, (json.dumps(report, indent=1) + "\n").encode())
         print(f"wrote {args.json}")
     return 0
 
@@ -178,12 +162,15 @@ def cmd_speed(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- parser
 def add_eval_subcommands(subparsers: Any) -> None:
     """Add `bench`, `plot`, `bdrate` and `speed` to the main CLI's subparsers."""
+    from cod.eval.baselines import BASELINE_NAMES
+
     metric_help = f"comma-separated subset of {','.join(METRIC_KEYS)} (default: all)"
 
     p = subparsers.add_parser("bench", help="rate-distortion benchmark of codecs over an image folder -> results JSON")
     p.add_argument("image_dir", help="folder of images (searched recursively)")
-    p.add_argument("--codec", action="append", required=True, help="a baseline (jpeg, webp, avif, avif-down4, jpegxl, jpeg2000, hevc) or a model (codlite-0.0312); repeat")
-    p.add_argument("--weights", action="append", default=[], help="model weights: PATH (one model) or NAME=PATH; repeat")
+    p.add_argument("--codec", action="append", required=True, help=f"a baseline ({', '.join(BASELINE_NAMES)}; NAME-downK: the image downscaled by K first, e.g. avif-down4) or a model (codlite-0.0312, see `cod models`); repeat")
+    p.add_argument("--weights", action="append", default=[], help="model weights (ours or an official .pt): PATH (one model) or NAME=PATH; repeat")
+    add_unsafe_pickle_arg(p)
     p.add_argument("--bpp", default=None, help="target bpps for the baselines, comma-separated (e.g. 0.05,0.1,0.2)")
     p.add_argument("-o", "--output", default="results", help="output folder for NAME.json files (default: results)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
@@ -191,7 +178,7 @@ def add_eval_subcommands(subparsers: Any) -> None:
     p.add_argument("--metrics", default=None, help=metric_help)
     p.add_argument("--weights-dir", default=None, help=f"folder with the LPIPS/DISTS backbone files (default: ${WEIGHTS_ENV})")
     p.add_argument("--fid-patch", type=int, default=None, help="FID/KID patch size (default: 64 for images up to 512x512, else 256)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="device for models and metrics (default: cpu)")
+    add_device_arg(p, " for models and metrics")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_bench)
 
@@ -213,26 +200,11 @@ def add_eval_subcommands(subparsers: Any) -> None:
     p = subparsers.add_parser("speed", help="encode/decode latency and peak memory at one image size")
     p.add_argument("--model", "-m", required=True, help="a model (codlite-0.0312) or a baseline (jpeg, ...) with --quality")
     p.add_argument("--size", default="1920x1024", help="WIDTHxHEIGHT (default: 1920x1024)")
-    p.add_argument("--weights", "-w", default=None, help="model weights file (default: the installed weights)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="default: cpu")
+    p.add_argument("--weights", "-w", default=None, help="model weights file, ours or an official .pt (default: the installed weights)")
+    add_unsafe_pickle_arg(p)
+    add_device_arg(p)
     p.add_argument("--warmup", type=int, default=2, help="untimed calls first (default: 2)")
     p.add_argument("--runs", type=int, default=10, help="timed calls (default: 10)")
     p.add_argument("--quality", type=float, default=75, help="quality for a baseline codec (default: 75)")
     p.add_argument("--json", default=None, help="also write the full report to this JSON file")
     p.set_defaults(func=cmd_speed)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m cod.eval.cli``) until the main CLI registers these commands."""
-    parser = argparse.ArgumentParser(prog="cod-eval", description="cod evaluation commands")
-    add_eval_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except CodError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,12 +1,14 @@
 """Rate-distortion curves, one panel per metric, to a PNG (matplotlib's Agg canvas, no pyplot)."""
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from cod.errors import CodError
 from cod.eval.metrics import LOWER_IS_BETTER
+from cod.image_io import atomic_write_bytes
 
 #: Panel order and axis labels.
 PLOT_METRICS: dict[str, str] = {
@@ -95,6 +97,7 @@ def plot_rd(
         fig.suptitle(title)
     fig.tight_layout()
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png", dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    atomic_write_bytes(out, buf.getvalue())
     return out

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from cod.codec import resolve_device
 from cod.errors import CodError
 
 
@@ -56,32 +57,38 @@ def _stats_ms(seconds: list[float]) -> dict[str, Any]:
     return {"median": float(med), "min": float(ms.min()), "max": float(ms.max()), "q1": float(q1), "q3": float(q3), "all": [float(x) for x in ms]}
 
 
-class _PeakRss:
-    """Samples this process's RSS in a background thread; ``peak_delta_mb`` after ``stop``."""
+def rss_bytes() -> int:
+    """This process's resident set size now (psutil)."""
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+class PeakRss:
+    """The one RSS sampler: this process's RSS sampled in a background thread while the block
+    runs (``with PeakRss() as mem: ...``); ``peak`` and ``start_rss`` in bytes,
+    ``peak_delta_mb`` the peak above the RSS at the start, in MiB."""
 
     def __init__(self, interval_s: float = 0.001) -> None:
-        import psutil
-
-        self._proc = psutil.Process()
         self._interval = interval_s
         self._stop = threading.Event()
-        self.start_rss = self._proc.memory_info().rss
+        self.start_rss = rss_bytes()
         self.peak = self.start_rss
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._proc.memory_info().rss)
+            self.peak = max(self.peak, rss_bytes())
             time.sleep(self._interval)
 
-    def __enter__(self) -> "_PeakRss":
+    def __enter__(self) -> "PeakRss":
         self._thread.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
+        self.peak = max(self.peak, rss_bytes())
 
     @property
     def peak_delta_mb(self) -> float:
@@ -104,7 +111,7 @@ def _timed_runs(fn: Callable[[], Any], runs: int, device: torch.device) -> tuple
             torch.cuda.synchronize(device)
             times.append(time.perf_counter() - t0)
         return times, (torch.cuda.max_memory_allocated(device) - base) / 2**20, out
-    with _PeakRss() as mem:
+    with PeakRss() as mem:
         for _ in range(runs):
             t0 = time.perf_counter()
             out = fn()
@@ -135,9 +142,7 @@ def speed(
     """
     if runs < 1 or warmup < 0:
         raise CodError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
-    dev = torch.device(device if device is not None else getattr(codec, "device", "cpu"))
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CodError("speed on cuda asked for, but no CUDA GPU is available")
+    dev = resolve_device(device if device is not None else getattr(codec, "device", "cpu"))
     h, w = size
     if h < 1 or w < 1:
         raise CodError(f"image size must be positive, got {w}x{h}")

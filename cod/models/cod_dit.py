@@ -15,12 +15,14 @@ head (:mod:`cod.models.pixel_dit`) or a second transformer tower with token-wise
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cod.config import ModelConfig
+from cod.diffusion.settings import DecodeSettings
 from cod.models.condition import ConditionCodec, Quantized
 from cod.nn.diffusion_blocks import TimestepEmbedder
 from cod.nn.transformer import FlattenDiTBlock, RoPECache
@@ -28,31 +30,38 @@ from cod.nn.transformer import FlattenDiTBlock, RoPECache
 TIME_MAX_PERIOD = 10.0  # §5.1: the sinusoid of t in [0, 1] uses max_period 10
 
 
+@dataclass(frozen=True, kw_only=True)
+class CoDConfig(ModelConfig):
+    """What the configs of both CoD networks hold (the published widths are in cod.zoo)."""
+
+    rate: str  # the rate label of cod.zoo.COD_RATES (or bits / ds**2 for another codec)
+    decode: DecodeSettings  # the model's decode defaults, stored in every .cod file it writes
+    in_channels: int
+    patch_size: int
+    hidden_size: int
+    num_groups: int  # attention heads
+    num_blocks: int  # encoder tower + the pixel head / decoder tower
+    num_cond_blocks: int  # encoder tower
+    light: bool
+    encoder_channels: int
+    latent_channels: int
+
+
 class CoDDiTBase(nn.Module):
     """Condition codec, time embedder and encoder tower (official ``y_embedder``,
     ``t_embedder``, ``s_embedder``, ``blocks[:num_cond_blocks]``)."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        patch_size: int,
-        hidden_size: int,
-        num_groups: int,
-        num_cond_blocks: int,
-        ds: int,
-        codebook_bits: int,
-        up2x: bool,
-        light: bool = False,
-        encoder_channels: int = 128,
-        latent_channels: int = 128,
-    ):
+    def __init__(self, config: CoDConfig):
         super().__init__()
+        c = config
+        in_channels, patch_size, hidden_size, num_groups, num_cond_blocks = c.in_channels, c.patch_size, c.hidden_size, c.num_groups, c.num_cond_blocks
+        ds, codebook_bits, up2x = c.ds, c.codebook_bits, c.up2x
         self.in_channels, self.patch_size, self.hidden_size = in_channels, patch_size, hidden_size
         self.num_groups, self.num_cond_blocks = num_groups, num_cond_blocks
         self.ds, self.codebook_bits, self.up2x = ds, codebook_bits, up2x
         patch_dim = in_channels * patch_size**2
         # 1. condition codec (one implementation with CoD-Lite; CoD attends globally)
-        self.condition = ConditionCodec(ds, codebook_bits, hidden_size, up2x, light, encoder_channels, latent_channels)
+        self.condition = ConditionCodec(ds, codebook_bits, hidden_size, up2x, c.light, c.encoder_channels, c.latent_channels)
         # 3. time embedder
         self.time_embedder = TimestepEmbedder(hidden_size, max_period=TIME_MAX_PERIOD)
         # 4. encoder tower
@@ -134,9 +143,3 @@ class CoDDiTBase(nn.Module):
         t_emb = self.embed_time(t, b)
         s = self.encode_tokens(patches, cond_tokens, t_emb, rope)
         return patches, cond, cond_tokens, rope, s, q
-
-
-def common_config_args(config: dict[str, Any]) -> dict[str, Any]:
-    """Constructor arguments of CoDDiTBase found in a config dict."""
-    keys = ("in_channels", "patch_size", "hidden_size", "num_groups", "num_cond_blocks", "ds", "codebook_bits", "up2x", "light", "encoder_channels", "latent_channels")
-    return {k: config[k] for k in keys if k in config}

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cod.nn.conv_blocks import AttnBlock, Downsample, Normalize, ResnetBlock, UpSample
+from cod.zoo import index_stride
 
 SUPPORTED_DS = (4, 8, 16, 32, 128)
 
@@ -152,7 +153,7 @@ class ConditionCodec(nn.Module):
     @property
     def index_stride(self) -> int:
         """Pixels per index along each side (ds with up2x, ds/2 without)."""
-        return self.ds if self.up2x else self.ds // 2
+        return index_stride(self.ds, self.up2x)
 
     def forward(self, image01: torch.Tensor) -> tuple[torch.Tensor, Quantized]:
         """Image in [0,1] -> (condition map, quantizer output with straight-through value)."""

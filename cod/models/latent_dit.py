@@ -11,39 +11,31 @@ Our names vs the official ones: see ``COD_LATENT_RENAMES`` in cod/official.py.
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from cod.models.cod_dit import CoDDiTBase, common_config_args
+from cod.models.cod_dit import CoDConfig, CoDDiTBase
 from cod.nn.transformer import AdaLNFinalLayer, FlattenDiTBlock
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoDLatentConfig(CoDConfig):
+    """A DDT (family ``cod-latent``): the shared CoD fields only."""
 
 
 class DDT(CoDDiTBase):
     """CoD latent-space velocity network (official ``cod.models.latent_dit.DDT``)."""
 
-    def __init__(
-        self,
-        ds: int = 32,
-        codebook_bits: int = 4,
-        in_channels: int = 4,
-        patch_size: int = 2,
-        hidden_size: int = 1152,
-        num_groups: int = 16,
-        num_blocks: int = 28,
-        num_cond_blocks: int = 22,
-        up2x: bool = True,
-        light: bool = False,
-        encoder_channels: int = 128,
-        latent_channels: int = 128,
-        **_: Any,
-    ):
-        super().__init__(in_channels, patch_size, hidden_size, num_groups, num_cond_blocks, ds, codebook_bits, up2x, light, encoder_channels, latent_channels)
+    def __init__(self, config: CoDLatentConfig):
+        super().__init__(config)
+        in_channels, patch_size, hidden_size, num_groups = config.in_channels, config.patch_size, config.hidden_size, config.num_groups
         patch_dim = in_channels * patch_size**2
         # 5. decoder tower
         self.decoder_embedder = nn.Linear(patch_dim + hidden_size, hidden_size)
-        self.decoder_blocks = nn.ModuleList(FlattenDiTBlock(hidden_size, num_groups) for _ in range(num_blocks - num_cond_blocks))
+        self.decoder_blocks = nn.ModuleList(FlattenDiTBlock(hidden_size, num_groups) for _ in range(config.num_blocks - config.num_cond_blocks))
         self.final_layer = AdaLNFinalLayer(hidden_size, patch_dim)
         self.initialize_weights()
 
@@ -79,9 +71,6 @@ class DDT(CoDDiTBase):
         return (v, cond, q) if return_quantized else (v, cond)
 
 
-def build_latent_dit(config: dict[str, Any]) -> DDT:
-    """DDT from a config dict (cod.zoo)."""
-    args = common_config_args(config)
-    if "num_blocks" in config:
-        args["num_blocks"] = config["num_blocks"]
-    return DDT(**args)
+def build_latent_dit(config: CoDLatentConfig | Mapping[str, Any]) -> DDT:
+    """DDT from its typed config or a config dict (cod.zoo)."""
+    return DDT(CoDLatentConfig.coerce(config))

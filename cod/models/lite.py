@@ -14,18 +14,41 @@ The t=0 folding of the time modulation is the explicit step :meth:`CoDLite.fold_
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cod.config import ModelConfig
+from cod.diffusion.flow import velocity_from_x
 from cod.models.condition import ConditionCodec
 from cod.nn.conv_blocks import set_attention_window
 from cod.nn.diffusion_blocks import DiCoBlock, FinalLayer, NerfEmbedder, PixelHead, TimestepEmbedder
 
 # Tokens per chunk in the per-pixel head: bounds memory on large images, exact.
 PIXEL_HEAD_CHUNK = 2048
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoDLiteConfig(ModelConfig):
+    """A CoD-Lite network (CoD-Lite spec §2); the published widths are in cod.zoo."""
+
+    in_channels: int
+    patch_size: int
+    hidden_size: int
+    hidden_size_x: int
+    num_blocks: int  # DiCo blocks + pixel-head blocks
+    num_cond_blocks: int  # DiCo blocks
+    mlp_ratio: float
+    light: bool
+    encoder_channels: int
+    latent_channels: int
+    attention_window: int | None  # codec attention window at inference (None: global)
+    noise_level: float
+    patch_bottleneck: int = 128  # the stem's bottleneck (official layout; files before this key meant 128)
+    time_folded: bool = False  # build the network with its t=0 modulation folded
+    output_refine: int = 0  # channels of the optional output refinement (0: none, the official layout)
 
 
 class PatchEmbed(nn.Module):
@@ -54,51 +77,34 @@ class CoDLiteOutput:
 class CoDLite(nn.Module):
     """The CoD-Lite network (official ``DConv``/``OneStepCoD``), train form by default."""
 
-    def __init__(
-        self,
-        ds: int,
-        codebook_bits: int,
-        hidden_size: int = 384,
-        hidden_size_x: int = 32,
-        num_blocks: int = 24,
-        num_cond_blocks: int = 21,
-        patch_size: int = 16,
-        in_channels: int = 3,
-        mlp_ratio: float = 4.0,
-        light: bool = True,
-        up2x: bool = True,
-        encoder_channels: int = 128,
-        latent_channels: int = 128,
-        patch_bottleneck: int = 128,
-        attention_window: int | None = 32,
-        noise_level: float = 0.0,
-        output_refine: int = 0,
-        **_: Any,
-    ):
+    def __init__(self, config: CoDLiteConfig):
+        c = config
+        ds, codebook_bits, patch_size, hidden_size, hidden_size_x = c.ds, c.codebook_bits, c.patch_size, c.hidden_size, c.hidden_size_x
+        in_channels, num_blocks, num_cond_blocks = c.in_channels, c.num_blocks, c.num_cond_blocks
         super().__init__()
         if patch_size != 16:
             raise ValueError("the condition grid is H/16: patch_size must be 16")
         self.ds, self.codebook_bits, self.patch_size = ds, codebook_bits, patch_size
         self.hidden_size, self.hidden_size_x = hidden_size, hidden_size_x
-        self.attention_window = attention_window
-        self.noise_level = noise_level
+        self.attention_window = c.attention_window
+        self.noise_level = c.noise_level
         p2 = patch_size * patch_size
         # 1. condition codec
-        self.condition = ConditionCodec(ds, codebook_bits, hidden_size, up2x, light, encoder_channels, latent_channels)
+        self.condition = ConditionCodec(ds, codebook_bits, hidden_size, c.up2x, c.light, c.encoder_channels, c.latent_channels)
         # 2. time, per-pixel condition features, pixel embedder, patch stem
         self.time_embedder: TimestepEmbedder | None = TimestepEmbedder(hidden_size)
         self.pixel_condition_proj = nn.Conv2d(hidden_size, hidden_size_x * p2, 1)
         self.pixel_embedder = NerfEmbedder(in_channels + hidden_size_x, hidden_size_x)
-        self.patch_embedder = PatchEmbed(patch_size, in_channels, patch_bottleneck, hidden_size)
+        self.patch_embedder = PatchEmbed(patch_size, in_channels, c.patch_bottleneck, hidden_size)
         # 3. DiCo blocks
-        self.blocks = nn.ModuleList(DiCoBlock(hidden_size, mlp_ratio) for _ in range(num_cond_blocks))
+        self.blocks = nn.ModuleList(DiCoBlock(hidden_size, c.mlp_ratio) for _ in range(num_cond_blocks))
         # 4. per-pixel head
         self.pixel_head = PixelHead(hidden_size_x, hidden_size, num_blocks - num_cond_blocks, patch_size)
         self.final_layer = FinalLayer(hidden_size_x, in_channels)
         # 6. optional output refinement (zero-initialised: starts as the identity)
         self.output_refine: nn.Sequential | None = None
-        if output_refine:
-            self.output_refine = nn.Sequential(nn.Conv2d(in_channels, output_refine, 3, padding=1), nn.SiLU(), nn.Conv2d(output_refine, in_channels, 3, padding=1))
+        if c.output_refine:
+            self.output_refine = nn.Sequential(nn.Conv2d(in_channels, c.output_refine, 3, padding=1), nn.SiLU(), nn.Conv2d(c.output_refine, in_channels, 3, padding=1))
             nn.init.zeros_(self.output_refine[2].weight)
             nn.init.zeros_(self.output_refine[2].bias)
 
@@ -153,8 +159,7 @@ class CoDLite(nn.Module):
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, clamp_min: float = 0.05) -> torch.Tensor:
         """Rectified-flow velocity from the x-prediction: (x̂ - x_t) / max(1 - t, clamp_min)."""
-        pred = self.predict(x_t, t, cond)
-        return (pred - x_t) / (1 - t.view(-1, 1, 1, 1)).clamp(min=clamp_min)
+        return velocity_from_x(self.predict(x_t, t, cond), x_t, t, clamp_min)
 
     def _pixel_decode(self, x_t: torch.Tensor, s: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         b, cin, H, W = x_t.shape
@@ -204,9 +209,11 @@ class CoDLite(nn.Module):
         return CoDLiteOutput(reconstruction=rec, vq_loss=q.loss, indices=q.indices, cond=cond, features=feats)
 
 
-def build_codlite(config: dict[str, Any]) -> CoDLite:
-    """Construct a CoDLite from a config dict (see cod.zoo)."""
-    model = CoDLite(**config)
-    if config.get("time_folded"):
+def build_codlite(config: CoDLiteConfig | Mapping[str, Any]) -> CoDLite:
+    """Construct a CoDLite from its typed config or a config dict (see cod.zoo); an unknown or
+    missing key is a ConfigError naming it."""
+    cfg = CoDLiteConfig.coerce(config)
+    model = CoDLite(cfg)
+    if cfg.time_folded:
         model.fold_time_modulation(0.0)
     return model

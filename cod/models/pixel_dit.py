@@ -12,17 +12,26 @@ Our names vs the official ones: see ``COD_PIXEL_RENAMES`` in cod/official.py.
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cod.models.cod_dit import CoDDiTBase, common_config_args
+from cod.models.cod_dit import CoDConfig, CoDDiTBase
 from cod.nn.diffusion_blocks import FinalLayer, NerfEmbedder, RMSNorm
 
 # Tokens per chunk of the pixel head: bounds its memory on large images; exact (per token).
 PIXEL_HEAD_CHUNK = 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoDPixelConfig(CoDConfig):
+    """A PixNerDiT (family ``cod-pixel``)."""
+
+    hidden_size_x: int  # per-pixel feature width K
+    nerf_mlpratio: int
 
 
 class NerfBlock(nn.Module):
@@ -50,27 +59,11 @@ class NerfBlock(nn.Module):
 class PixNerDiT(CoDDiTBase):
     """CoD pixel-space velocity network (official ``cod.models.pixel_dit.PixNerDiT``)."""
 
-    def __init__(
-        self,
-        ds: int = 32,
-        codebook_bits: int = 4,
-        in_channels: int = 3,
-        patch_size: int = 16,
-        hidden_size: int = 1152,
-        num_groups: int = 16,
-        hidden_size_x: int = 64,
-        nerf_mlpratio: int = 2,
-        num_blocks: int = 30,
-        num_cond_blocks: int = 26,
-        up2x: bool = True,
-        light: bool = False,
-        encoder_channels: int = 128,
-        latent_channels: int = 128,
-        **_: Any,
-    ):
-        if patch_size != 16:
+    def __init__(self, config: CoDPixelConfig):
+        if config.patch_size != 16:
             raise ValueError("the condition grid is H/16: the pixel model's patch_size must be 16")
-        super().__init__(in_channels, patch_size, hidden_size, num_groups, num_cond_blocks, ds, codebook_bits, up2x, light, encoder_channels, latent_channels)
+        super().__init__(config)
+        in_channels, patch_size, hidden_size, hidden_size_x = config.in_channels, config.patch_size, config.hidden_size, config.hidden_size_x
         self.hidden_size_x = hidden_size_x
         p2 = patch_size**2
         # 5. per-pixel condition features
@@ -78,7 +71,7 @@ class PixNerDiT(CoDDiTBase):
         # 6. per-pixel input embedding (+ DCT positions)
         self.pixel_embedder = NerfEmbedder(in_channels + hidden_size_x, hidden_size_x)
         # 7. NeRF blocks
-        self.pixel_blocks = nn.ModuleList(NerfBlock(hidden_size, hidden_size_x, nerf_mlpratio) for _ in range(num_blocks - num_cond_blocks))
+        self.pixel_blocks = nn.ModuleList(NerfBlock(hidden_size, hidden_size_x, config.nerf_mlpratio) for _ in range(config.num_blocks - config.num_cond_blocks))
         # 8. final layer
         self.final_layer = FinalLayer(hidden_size_x, in_channels)
         self.initialize_weights()
@@ -125,10 +118,6 @@ class PixNerDiT(CoDDiTBase):
         return out
 
 
-def build_pixel_dit(config: dict[str, Any]) -> PixNerDiT:
-    """PixNerDiT from a config dict (cod.zoo)."""
-    args = common_config_args(config)
-    for k in ("hidden_size_x", "nerf_mlpratio", "num_blocks"):
-        if k in config:
-            args[k] = config[k]
-    return PixNerDiT(**args)
+def build_pixel_dit(config: CoDPixelConfig | Mapping[str, Any]) -> PixNerDiT:
+    """PixNerDiT from its typed config or a config dict (cod.zoo)."""
+    return PixNerDiT(CoDPixelConfig.coerce(config))

@@ -33,10 +33,12 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
+from cod.diffusion.flow import add_noise, flow_matching_loss, one_step_loss, x0_from_velocity
 from cod.errors import CodError
+from cod.families import COD, build_network
 from cod.train.backbones import build_token_backbone
 from cod.train.lite_module import log_losses
-from cod.train.losses import CodecReconHead, alignment_loss, flow_interpolate, map_to_tokens, projection_mlp
+from cod.train.losses import CodecReconHead, alignment_loss, map_to_tokens, projection_mlp
 
 DEFAULT_COD_LOSS: dict[str, Any] = {
     "fm": 1.0,
@@ -75,12 +77,10 @@ class CoDPretrainModule(pl.LightningModule):
 
     def __init__(self, model_config: dict[str, Any], lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, eps: float = 1e-8, loss: dict[str, Any] | None = None, backbone: str = "none", backbone_weights: str | None = None, seed: int = 0, vae: Any = None):
         super().__init__()
-        from cod.cod_codec import build_cod
-
         self.save_hyperparameters(ignore=["vae"])
         self.seed = seed
         self.loss_cfg = {**DEFAULT_COD_LOSS, **(loss or {})}
-        self.net = build_cod(model_config)
+        self.net = build_network(model_config, family=COD, where="model")
         self.latent = model_config["family"] == "cod-latent"
         hidden = self.net.hidden_size
         self.backbone = build_token_backbone(backbone, backbone_weights)
@@ -131,9 +131,7 @@ class CoDPretrainModule(pl.LightningModule):
             drop = torch.rand(b, generator=g, device=dev) < c["cfg_dropout"]
         drop = drop.to(dev)
         cond_in = torch.where(drop.view(-1, 1, 1, 1), torch.full_like(y01, -1.0), y01)
-        t = torch.sigmoid(torch.randn(b, generator=g, device=dev))
-        noise = torch.randn(x.shape, generator=g, device=dev)
-        x_t = flow_interpolate(x, noise, t)
+        x_t, t, noise = add_noise(x, g)
 
         feats: list[torch.Tensor] = []
         block = self.net.encoder_blocks[min(int(c["align_block"]), len(self.net.encoder_blocks) - 1)]
@@ -143,7 +141,7 @@ class CoDPretrainModule(pl.LightningModule):
         finally:
             if handle is not None:
                 handle.remove()
-        losses = {"fm": F.mse_loss(v.float(), (x - noise).float()), "vq": q.loss.float()}
+        losses = {"fm": flow_matching_loss(v, x, noise), "vq": q.loss.float()}
 
         keep = (~drop).float()
         n_keep = keep.sum().clamp(min=1)
@@ -156,8 +154,9 @@ class CoDPretrainModule(pl.LightningModule):
             per_sample = 1 - F.cosine_similarity(self.proj_codec(map_to_tokens(cond)).float()[:, : target.shape[1]], target[:, : cond.shape[-2] * cond.shape[-1]].float(), dim=-1).mean(dim=1)
             losses["codec_align"] = (per_sample * keep).sum() / n_keep
         if c["one_step"]:
-            v0 = self.net(noise, torch.zeros(b, device=dev), cond=cond)[0]
-            losses["one_step"] = F.mse_loss((noise + v0).float(), x.float())
+            t0 = torch.zeros(b, device=dev)
+            v0 = self.net(noise, t0, cond=cond)[0]
+            losses["one_step"] = one_step_loss(x0_from_velocity(noise, v0, t0), x)
         return losses
 
     def _weights(self) -> dict[str, float]:
@@ -182,7 +181,7 @@ class CoDPretrainModule(pl.LightningModule):
 
 def build_cod_module(cfg: dict[str, Any], mc: dict[str, Any], seed: int) -> CoDPretrainModule:
     """The module of a ``stage: cod-pretrain`` config."""
-    if mc.get("family") not in ("cod-pixel", "cod-latent"):
+    if mc.get("family") not in COD:
         raise CodError(f"stage cod-pretrain trains CoD models: model.name must be cod-pixel-* or cod-latent-*, got family {mc.get('family')!r}")
     opt = cfg.get("optim", {})
     vae = None

@@ -41,11 +41,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from cod.diffusion.flow import add_noise, flow_matching_loss, x0_from_velocity
+from cod.diffusion.samplers import guided
 from cod.errors import CodError
-from cod.models.lite import CoDLite, build_codlite
+from cod.families import build_network, load_network
+from cod.models.lite import CoDLite
 from cod.train.backbones import DinoV2Backbone, RandomTokenBackbone, build_token_backbone
 from cod.train.lite_module import DEFAULT_LOSS, log_losses, reconstruction_losses
-from cod.train.losses import flow_interpolate, projection_mlp
+from cod.train.losses import projection_mlp
+from cod.zoo import cod_config
 
 DEFAULT_DISTILL_LOSS: dict[str, Any] = {
     **DEFAULT_LOSS,
@@ -63,24 +67,22 @@ DINOV2_DISC_LAYERS = (2, 5, 8, 11)
 # ------------------------------------------------------------------ teacher
 def load_teacher(cfg: dict[str, Any], seed: int = 0) -> nn.Module:
     """The CoD pixel v-pred teacher from ``teacher_weights`` (our .safetensors or an official
-    .pt + .yaml) / the installed weights of ``teacher`` (default cod-pixel-0.0039), or, for tests,
-    a random one of the ``teacher_random`` overrides (its zero-initialised final layer and
-    condition output are re-drawn N(0, 0.02) so the DMD signal is not identically zero)."""
-    from cod.cod_codec import build_cod, load_cod_model
-    from cod.zoo import cod_config
-
+    .pt + .yaml; ``unsafe_pickle: true`` allows pickled objects in a .pt you trust) / the
+    installed weights of ``teacher`` (default cod-pixel-0.0039), or, for tests, a random one of
+    the ``teacher_random`` overrides (its zero-initialised final layer and condition output are
+    re-drawn N(0, 0.02) so the DMD signal is not identically zero)."""
     if cfg.get("teacher_random") is not None:
         over = dict(cfg["teacher_random"] or {})
         over.setdefault("name", "cod-pixel-random-teacher")
         tcfg = cod_config("cod-pixel", "0.0039", **over)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 7919)
-            model = build_cod(tcfg)
+            model = build_network(tcfg, where="teacher_random")
             with torch.no_grad():
                 for p in list(model.final_layer.linear.parameters()) + list(model.condition.decoder.conv_out.parameters()):
                     p.normal_(0, 0.02)
     else:
-        model, tcfg = load_cod_model(cfg.get("teacher", "cod-pixel-0.0039"), cfg.get("teacher_weights"))
+        model, tcfg = load_network(cfg.get("teacher", "cod-pixel-0.0039"), cfg.get("teacher_weights"), unsafe_pickle=bool(cfg.get("unsafe_pickle", False)))
     if tcfg.get("family") != "cod-pixel":
         raise CodError(f"the DMD teacher must be a CoD pixel (v-pred PixNerDiT) model, got {tcfg.get('family')}")
     return model
@@ -167,7 +169,7 @@ class DistillModule(pl.LightningModule):
         self.seed, self.accumulate, self._micro = seed, max(1, int(accumulate)), 0
         self.loss_cfg = {**DEFAULT_DISTILL_LOSS, **(loss or {})}
         # student: encoder + codebook frozen (spec §4.5, fix_encoder=True)
-        self.net: CoDLite = build_codlite(model_config)
+        self.net: CoDLite = build_network(model_config, family="codlite", where="model")
         self.net.set_attention(windowed=False)
         self.net.condition.encoder.requires_grad_(False)
         self.net.condition.quantizer.requires_grad_(False)
@@ -236,21 +238,14 @@ class DistillModule(pl.LightningModule):
             self._null_cache[key] = self.teacher.condition(torch.full_like(y01[:1], -1.0))[0]
         return cond, self._null_cache[key].expand_as(cond)
 
-    def _noisy(self, x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        b = x.shape[0]
-        t = torch.sigmoid(torch.randn(b, generator=g, device=x.device))
-        eps = torch.randn(x.shape, generator=g, device=x.device)
-        return flow_interpolate(x, eps.to(x.dtype), t), t, eps
-
     # ------------------------------------------------------------------ steps
     def critic_losses(self, y01: torch.Tensor, g: torch.Generator) -> dict[str, torch.Tensor]:
         x = 2 * y01 - 1
         with torch.no_grad():
             rec = self.net(y01).reconstruction.detach()
             cond, _ = self.teacher_condition(y01)
-        x_t, t, eps = self._noisy(rec, g)
-        v_fake = self.fake(x_t, t, cond=cond)[0]
-        fake_fm = (v_fake.float() - (rec.float() - eps)).pow(2).mean()
+        x_t, t, eps = add_noise(rec, g)
+        fake_fm = flow_matching_loss(self.fake(x_t, t, cond=cond)[0], rec, eps)
         d_real = F.relu(1 - self.disc(x).float()).mean()
         d_fake = F.relu(1 + self.disc(rec).float()).mean()
         return {"fake_fm": fake_fm, "d_real": d_real, "d_fake": d_fake}
@@ -261,13 +256,11 @@ class DistillModule(pl.LightningModule):
         rec = out.reconstruction
         with torch.no_grad():
             cond, null = self.teacher_condition(y01)
-            x_t, t, _ = self._noisy(rec.detach(), g)
-            v_c, v_u = self.teacher(torch.cat([x_t, x_t]), torch.cat([t, t]), cond=torch.cat([cond, null]))[0].float().chunk(2)
-            v_real = v_u + c["cfg_scale"] * (v_c - v_u)
+            x_t, t, _ = add_noise(rec.detach(), g)
+            teacher = guided(lambda x, tt, cm: self.teacher(x, tt, cond=cm)[0].float(), cond, null, c["cfg_scale"], interval=None)
             v_fake = self.fake(x_t, t, cond=cond)[0].float()
-            s = (1 - t).view(-1, 1, 1, 1)
-            x0_real = x_t.float() + s * v_real
-            x0_fake = x_t.float() + s * v_fake
+            x0_real = x0_from_velocity(x_t.float(), teacher(x_t, t), t)
+            x0_fake = x0_from_velocity(x_t.float(), v_fake, t)
             rec32 = rec.detach().float()
             grad = (x0_fake - x0_real) / (rec32 - x0_real).abs().mean(dim=(1, 2, 3), keepdim=True)
             grad = torch.nan_to_num(grad, nan=0.0)

@@ -21,12 +21,13 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 
-from cod.models.lite import CoDLite, build_codlite
+from cod.diffusion.flow import add_noise, one_step_loss, x_flow_matching_loss
+from cod.families import build_network
+from cod.models.lite import CoDLite
 from cod.train.backbones import build_token_backbone
 from cod.train.discriminator import MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
-from cod.train.losses import CodecReconHead, alignment_loss, chroma_loss, flow_interpolate, map_to_tokens, ms_ssim_loss, projection_mlp
+from cod.train.losses import CodecReconHead, alignment_loss, chroma_loss, map_to_tokens, ms_ssim_loss, projection_mlp
 
 DEFAULT_LOSS: dict[str, Any] = {
     # stage I (CoD-Lite spec §4.2)
@@ -96,7 +97,7 @@ def reconstruction_losses(module: pl.LightningModule, y01: torch.Tensor) -> tupl
 class CoDLiteModule(pl.LightningModule):
     """Trains a CoDLite network; ``self.net`` is the network that gets exported."""
 
-    def __init__(self, model_config: dict[str, Any], stage: str = "pretrain", lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, loss: dict[str, Any] | None = None, backbone: str = "none", backbone_weights: str | None = None, seed: int = 0, lora: dict[str, Any] | None = None, lpips_weights_dir: str | None = None, vq_restart: dict[str, int] | None = None, lr_decay_steps: int = 0, adversarial: dict[str, Any] | None = None):
+    def __init__(self, model_config: dict[str, Any], stage: str = "pretrain", lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, loss: dict[str, Any] | None = None, backbone: str = "none", backbone_weights: str | None = None, seed: int = 0, lpips_weights_dir: str | None = None, vq_restart: dict[str, int] | None = None, lr_decay_steps: int = 0, adversarial: dict[str, Any] | None = None):
         super().__init__()
         if stage not in ("pretrain", "onestep"):
             raise ValueError(f"unknown stage {stage!r}")
@@ -105,7 +106,7 @@ class CoDLiteModule(pl.LightningModule):
         self.save_hyperparameters()
         self.stage, self.seed = stage, seed
         self.loss_cfg = {**DEFAULT_LOSS, **(loss or {})}
-        self.net: CoDLite = build_codlite(model_config)
+        self.net: CoDLite = build_network(model_config, family="codlite", where="model")
         self.net.set_attention(windowed=False)  # training attends globally (spec §2.7)
         self.backbone = build_token_backbone(backbone, backbone_weights)
         hidden = model_config.get("hidden_size", 384)
@@ -191,12 +192,9 @@ class CoDLiteModule(pl.LightningModule):
         drop = torch.rand(b, generator=g, device=self.device) < c["cfg_dropout"]
         cond_in = torch.where(drop.view(-1, 1, 1, 1), torch.full_like(y01, -1.0), y01)
         cond, q = self.net.condition(cond_in)
-        t = torch.sigmoid(torch.randn(b, generator=g, device=self.device))
-        noise = torch.randn(x.shape, generator=g, device=self.device)
-        x_t = flow_interpolate(x, noise, t)
+        x_t, t, noise = add_noise(x, g)
         pred, feats = self.net.predict(x_t, t, cond, return_features=True)
-        denom = (1 - t).clamp(min=c["v_clamp_min"]).view(-1, 1, 1, 1)
-        losses = {"fm": F.mse_loss((pred - x_t) / denom, (x - x_t) / denom), "vq": q.loss}
+        losses = {"fm": x_flow_matching_loss(pred, x, x_t, t, c["v_clamp_min"]), "vq": q.loss}
         keep = (~drop).float()
         losses["codec_recon"] = ((self.recon_codec(cond) - x).pow(2).mean(dim=(1, 2, 3)) * keep).sum() / keep.sum().clamp(min=1)
         if self.backbone is not None:
@@ -205,7 +203,7 @@ class CoDLiteModule(pl.LightningModule):
             losses["codec_align"] = alignment_loss(self.proj_codec(map_to_tokens(cond))[~drop], target[~drop]) if keep.sum() > 0 else cond.sum() * 0
         if c["one_step"]:
             x0 = self.net.predict(noise, torch.zeros(b, device=self.device), cond)
-            losses["one_step"] = F.mse_loss(x0, x)
+            losses["one_step"] = one_step_loss(x0, x)
         return losses
 
     # ------------------------------------------------------------------ stage II-1

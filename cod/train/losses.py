@@ -1,4 +1,5 @@
-"""Loss terms of the CoD / CoD-Lite recipes (CoD spec §8.1, CoD-Lite spec §4.2, §4.4)."""
+"""Loss terms of the CoD / CoD-Lite recipes besides the flow math (CoD spec §8.1, CoD-Lite spec
+§4.2, §4.4); the rectified-flow terms are in cod.diffusion.flow."""
 from __future__ import annotations
 
 import torch
@@ -48,12 +49,6 @@ def ms_ssim_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if min(p.shape[-2:]) >= 176:
         return 1 - msssim(p, t, data_range=1.0, normalize="relu")
     return 1 - ssim(p, t, data_range=1.0)
-
-
-def flow_interpolate(x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Rectified flow x_t = t x + (1 - t) eps (t = 0 noise, t = 1 data)."""
-    t = t.view(-1, 1, 1, 1)
-    return t * x + (1 - t) * noise
 
 
 # ITU-R BT.601 chroma rows (Cb, Cr) of the RGB -> YCbCr matrix, for images in [-1, 1]

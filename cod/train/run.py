@@ -7,7 +7,6 @@ config embedded (LoRA merged), which `cod.load` and the next stage's ``init_from
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -24,47 +23,47 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 # ------------------------------------------------------------------ config
-def _merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def load_config(name_or_path: str, overrides: list[str] | None = None) -> dict[str, Any]:
-    """A stage config from a path or a shipped name (``tiny-pretrain``), with ``a.b=value``
-    overrides (values parsed as YAML). ``base: NAME`` inherits from another config."""
+    """A stage config from a path or a shipped name (``tiny-pretrain``), through OmegaConf:
+    ``base: NAME`` inherits from another config (mappings merged key by key, other values
+    replaced), then ``a.b=value`` overrides (values parsed as YAML) replace one value each.
+    Returns plain dicts and lists."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     path = Path(name_or_path)
     if not path.is_file():
         path = CONFIG_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         shipped = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
         raise CodError(f"config {name_or_path!r} not found (shipped configs: {shipped})")
-    cfg = yaml.safe_load(path.read_text()) or {}
-    if "base" in cfg:
-        cfg = _merge(load_config(cfg.pop("base")), cfg)
-    for item in overrides or []:
-        if "=" not in item:
-            raise CodError(f"--set expects key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        node = cfg
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(value)
-    return cfg
+    try:
+        cfg = OmegaConf.create(yaml.safe_load(path.read_text()) or {})
+        if "base" in cfg:
+            base = cfg.pop("base")
+            cfg = OmegaConf.merge(OmegaConf.create(load_config(base)), cfg)
+        for item in overrides or []:
+            if "=" not in item:
+                raise CodError(f"--set expects key=value, got {item!r}")
+            key, value = item.split("=", 1)
+            OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:
+        raise CodError(f"config {name_or_path}: {str(exc).splitlines()[0]}") from None
 
 
 def model_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The model config of a stage: a CoD-Lite name (``codlite-0.0039``) or a CoD name
-    (``cod-pixel-0.0039-256``, ``cod-latent-0.00024``), with ``overrides``."""
-    from cod.zoo import COD_MODELS, get_cod_config, get_config
+    """The model config of a stage: a named model of any family (``codlite-0.0039``,
+    ``cod-pixel-0.0039-256``, ...) with ``overrides``, checked by its family's typed config
+    (an unknown or misspelt key is an error naming it)."""
+    from cod.families import check_config, model_config as named_config
 
     m = cfg.get("model", {})
     name = m.get("name")
-    mc = (get_cod_config(name) if name in COD_MODELS else get_config(name)) if name else {}
+    mc = named_config(name) if name else {}
     mc.update(m.get("overrides", {}))
     mc["name"] = m.get("save_name", mc.get("name", "codlite-custom"))
+    check_config(mc, f"model {name} with model.overrides")
     return mc
 
 
