@@ -9,6 +9,7 @@ precision decision (docs/models.md) rests on a measurement.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import torch
