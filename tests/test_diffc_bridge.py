@@ -9,6 +9,8 @@ import torch
 
 from cod.diffc import bridge
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 # ------------------------------------------------------------------ the original, transcribed
 def orig_sigma_to_snr(sigma):

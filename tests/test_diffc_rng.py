@@ -10,6 +10,8 @@ from scipy import stats
 
 from cod.diffc import rng
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # Random123 kat_vectors: counter[4], key[2] -> output[4]
 KAT = [
     ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
