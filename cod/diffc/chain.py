@@ -78,7 +78,9 @@ class StepStats:
 
 
 @dataclass
-class _Step:
+class CodedStep:
+    """A coded step: its stats, budget code, chunk indices and the state it leads to."""
+
     stats: StepStats
     code: int
     indices: np.ndarray
@@ -106,27 +108,35 @@ def _sample(x: torch.Tensor, x0_hat: torch.Tensor, post, z: torch.Tensor) -> tor
 
 
 @torch.inference_mode()
-def encoder_steps(model_fn: FlowModelFn, target: torch.Tensor, config: DiffCConfig, max_steps: int | None = None) -> Iterator[_Step]:
-    """Run the encoder's chain, one coded step at a time (at most ``max_steps``)."""
-    target = target.float()
+def code_step(model_fn: FlowModelFn, x: torch.Tensor, target: torch.Tensor, step: int, tau: int, tau_next: int, config: DiffCConfig, prev_code: int = 0) -> CodedStep:
+    """One encoder step from the state ``x`` at ``tau``: x0_hat, P, Q, the KL, the budget, the
+    chunk indices and the next state (what the decoder will compute from the indices)."""
     dim = target.numel()
+    t0 = time.perf_counter()
+    x0_hat, post = _advance(model_fn, x, tau, tau_next)
+    t1 = time.perf_counter()
+    mu = normalised_shift(target, x0_hat, post)
+    kl = kl_bits(mu)
+    code, saturated = _budget(kl, dim, config)
+    layout = step_layout(step, config.seed, dim, coding.budget_value(code), config.max_chunk_size, config.chunk_padding, target.device)
+    idx = encode_step(mu, layout)
+    x_next = _sample(x, x0_hat, post, decode_step(idx, layout, dim, target.device))
+    bits = coding.step_bits(prev_code, code, idx, config.max_chunk_size, config.chunk_padding)
+    stats = StepStats(step, tau, tau_next, kl, coding.budget_value(code), len(idx), bits, saturated, t1 - t0, time.perf_counter() - t1)
+    return CodedStep(stats, code, idx, x_next)
+
+
+@torch.inference_mode()
+def encoder_steps(model_fn: FlowModelFn, target: torch.Tensor, config: DiffCConfig, max_steps: int | None = None) -> Iterator[CodedStep]:
+    """Run the encoder's chain from the seeded noise, one coded step at a time (at most
+    ``max_steps``)."""
+    target = target.float()
     x = gaussian_noise(tuple(target.shape), config.seed, target.device)
     tau, prev_code = 1000, 0
-    sched = config.encoding_timesteps[: max_steps if max_steps is not None else None]
-    for i, tau_next in enumerate(sched):
-        t0 = time.perf_counter()
-        x0_hat, post = _advance(model_fn, x, tau, tau_next)
-        t1 = time.perf_counter()
-        mu = normalised_shift(target, x0_hat, post)
-        kl = kl_bits(mu)
-        code, saturated = _budget(kl, dim, config)
-        layout = step_layout(i, config.seed, dim, coding.budget_value(code), config.max_chunk_size, config.chunk_padding, target.device)
-        idx = encode_step(mu, layout)
-        x = _sample(x, x0_hat, post, decode_step(idx, layout, dim, target.device))
-        bits = coding.step_bits(prev_code, code, idx, config.max_chunk_size, config.chunk_padding)
-        stats = StepStats(i, tau, tau_next, kl, coding.budget_value(code), len(idx), bits, saturated, t1 - t0, time.perf_counter() - t1)
-        yield _Step(stats, code, idx, x)
-        tau, prev_code = tau_next, code
+    for i, tau_next in enumerate(config.encoding_timesteps[:max_steps]):
+        st = code_step(model_fn, x, target, i, tau, tau_next, config, prev_code)
+        yield st
+        x, tau, prev_code = st.x, tau_next, st.code
 
 
 # ------------------------------------------------------------------ 3. rate control, payload
@@ -146,7 +156,7 @@ class DiffCResult(NamedTuple):
         return 8 * (len(self.payload) - DiffCPayload.overhead_bytes(DiffCPayload.from_bytes(self.payload).config))
 
 
-def _payload(config: DiffCConfig, steps: list[_Step]) -> bytes:
+def _payload(config: DiffCConfig, steps: list[CodedStep]) -> bytes:
     stream = coding.encode_stream([s.code for s in steps], [s.indices for s in steps], config.max_chunk_size, config.chunk_padding)
     return DiffCPayload(config, len(steps), stream).to_bytes()
 
@@ -191,7 +201,7 @@ def encode(
     if target.ndim != 4 or target.shape[0] != 1:
         raise ValueError(f"target must be one image (1, C, H, W), got {tuple(target.shape)}")
     enc_fn = flow_model(network, cond, uncond, config.encoding_guidance)
-    steps: list[_Step] = []
+    steps: list[CodedStep] = []
     from tqdm.auto import tqdm
 
     with tqdm(total=n_steps if n_steps is not None else n_sched, desc="DiffC encode", unit="step", disable=not progress, leave=False) as bar:
@@ -221,7 +231,7 @@ def encode(
     return DiffCResult(payload, recon, len(chosen), [s.stats for s in chosen])
 
 
-def _nearest(config: DiffCConfig, steps: list[_Step], target_bits: float) -> list[_Step]:
+def _nearest(config: DiffCConfig, steps: list[CodedStep], target_bits: float) -> list[CodedStep]:
     """Of the last two step counts run (and zero steps), the one whose real payload size is
     nearest the target."""
     options = [len(steps) - 1, len(steps)] if steps else [0]
@@ -256,4 +266,4 @@ def decode(network: torch.nn.Module, payload: bytes, cond: torch.Tensor, shape: 
     return ddim_finish(dec_fn, x, tau, c.finishing_timesteps)
 
 
-__all__ = ["encode", "decode", "encoder_steps", "flow_model", "null_condition", "steps_for_timestep", "payload_bits_for_bpp", "DiffCResult", "StepStats", "ALWAYS"]
+__all__ = ["encode", "decode", "encoder_steps", "code_step", "CodedStep", "flow_model", "null_condition", "steps_for_timestep", "payload_bits_for_bpp", "DiffCResult", "StepStats", "ALWAYS"]
