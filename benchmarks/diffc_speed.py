@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -33,16 +32,7 @@ from cod.diffc import DiffCConfig, code_step, flow_model  # noqa: E402
 from cod.diffc.bridge import alpha_bar  # noqa: E402
 from cod.diffc.rcc import decode_step, step_layout  # noqa: E402
 from cod.diffc.rng import gaussian_noise  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from cod.eval.speed import cpu_model  # noqa: E402
 
 
 def main() -> int:
@@ -60,13 +50,13 @@ def main() -> int:
     codec = load_cod(args.model, device=args.device, random_init=True)
     net = codec.model
     print(f"{codec.name}, random weights, {sum(p.numel() for p in net.parameters()) / 1e6:.0f} M parameters, built in {time.perf_counter() - t0:.0f} s")
-    print(f"device {args.device} ({cpu_name() if args.device == 'cpu' else torch.cuda.get_device_name()}), {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"device {args.device} ({cpu_model() if args.device == 'cpu' else torch.cuda.get_device_name()}), {torch.get_num_threads()} threads, torch {torch.__version__}")
 
     img = Image.open(Path(__file__).resolve().parents[1] / "cod" / "samples" / "parrots.png").convert("RGB")
     w, h = img.size
     s = args.size
     img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-    x01 = torch.from_numpy(np.asarray(img)).permute(2, 0, 1)[None].float().div(255).to(args.device)
+    x01 = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float().div(255).to(args.device)
     with torch.inference_mode():
         cond = net.condition(x01)[0]
         target = x01 * 2 - 1 if codec.family == "cod-pixel" else None

@@ -7,10 +7,10 @@ randomness, identical on every device), ``bridge`` (flow <-> DDPM, P, Q, KL, DDI
 ``payload`` (settings and bytes), ``chain`` (the encoder and decoder loops). docs/diffc.md
 describes the algorithm and the format.
 """
-from cod.diffc.chain import DiffCResult, StepStats, decode, encode, encoder_steps, flow_model, null_condition, steps_for_timestep
+from cod.diffc.chain import CodedStep, DiffCResult, StepStats, code_step, decode, encode, encoder_steps, flow_model, null_condition, payload_bits_for_bpp, steps_for_timestep
 from cod.diffc.payload import CPU_MAX_CHUNK_SIZE, ORIGINAL_MAX_CHUNK_SIZE, DiffCConfig, DiffCPayload
 
 __all__ = [
-    "encode", "decode", "encoder_steps", "flow_model", "null_condition", "steps_for_timestep", "DiffCResult", "StepStats",
+    "encode", "decode", "encoder_steps", "code_step", "CodedStep", "payload_bits_for_bpp", "flow_model", "null_condition", "steps_for_timestep", "DiffCResult", "StepStats",
     "DiffCConfig", "DiffCPayload", "CPU_MAX_CHUNK_SIZE", "ORIGINAL_MAX_CHUNK_SIZE",
 ]

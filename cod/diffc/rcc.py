@@ -30,7 +30,7 @@ import torch
 
 from cod.diffc.rng import exponential_rows, gaussian_rows, permutation, soft_log
 
-TILE = 1 << 16  # Gaussian draws per batch of the encoder (bounds memory; exact per element)
+TILE = 1 << 18  # Gaussian draws per batch of the encoder (bounds memory; exact per element)
 
 
 # ------------------------------------------------------------------ 1. chunk sizes
@@ -61,10 +61,6 @@ class StepLayout:
     sizes: tuple[int, ...]  # bits per chunk
     dims: tuple[int, ...]  # dimensions per chunk
     perm: torch.Tensor  # (dim,) int64
-
-    @property
-    def offsets(self) -> list[int]:
-        return [0, *np.cumsum(self.dims)[:-1].tolist()] if self.dims else []
 
     def groups(self) -> list[tuple[int, int, list[int]]]:
         """(bits, dims, chunk ids) of runs of consecutive chunks with the same bits and dims."""
