@@ -32,7 +32,6 @@ from cod.diffc.payload import DiffCConfig, DiffCPayload
 from cod.diffc.rcc import decode_step, encode_step, max_kl_bits, step_layout
 from cod.diffc.rng import gaussian_noise
 from cod.diffusion.samplers import guided
-from cod.errors import BitstreamError
 
 ALWAYS = (-math.inf, math.inf)  # DiffC guides at every time (the original's CoD wrapper has no interval)
 
@@ -232,8 +231,9 @@ def encode(
 
 
 def _nearest(config: DiffCConfig, steps: list[CodedStep], target_bits: float) -> list[CodedStep]:
-    """Of the last two step counts run (and zero steps), the one whose real payload size is
-    nearest the target."""
+    """Of the last two step counts run (the encoder stops at the first whose estimate
+    reaches the target), the one whose real payload size is nearest the target; ties go to
+    fewer steps."""
     options = [len(steps) - 1, len(steps)] if steps else [0]
     best = min(options, key=lambda n: (abs(8 * len(_payload(config, steps[:n])) - target_bits), n))
     return steps[:best]
@@ -241,16 +241,17 @@ def _nearest(config: DiffCConfig, steps: list[CodedStep], target_bits: float) ->
 
 # ------------------------------------------------------------------ 4. the decoder
 @torch.inference_mode()
-def decode(network: torch.nn.Module, payload: bytes, cond: torch.Tensor, shape: tuple[int, ...], uncond: torch.Tensor | None = None, device: torch.device | str | None = None, progress: bool = False) -> torch.Tensor:
-    """Payload -> reconstruction of shape ``shape`` (the target's), bit-identical to the
-    encoder's on the same device and settings. Corrupt payloads raise BitstreamError."""
+def decode(network: torch.nn.Module, payload: bytes, cond: torch.Tensor, shape: tuple[int, ...], uncond: torch.Tensor | None = None, progress: bool = False) -> torch.Tensor:
+    """Payload -> reconstruction of shape ``shape`` (the target's), on ``cond``'s device,
+    bit-identical to the encoder's on the same device and settings. Corrupt payloads raise
+    BitstreamError."""
     if len(shape) != 4 or shape[0] != 1 or min(shape) < 1:
         raise ValueError(f"shape must be one image (1, C, H, W), got {tuple(shape)}")
     p = DiffCPayload.from_bytes(payload)
     c = p.config
     dim = int(np.prod(shape))
     codes, indices = coding.decode_stream(p.stream, p.n_steps, max_kl_bits(dim, c.max_chunk_size, c.chunk_padding), c.max_chunk_size, c.chunk_padding)
-    device = torch.device(device) if device is not None else cond.device
+    device = cond.device
     enc_fn = flow_model(network, cond, uncond, c.encoding_guidance)
     x = gaussian_noise(tuple(shape), c.seed, device)
     tau = 1000

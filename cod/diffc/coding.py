@@ -15,7 +15,6 @@ bits, are the same on every platform.
 """
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 
 import constriction
