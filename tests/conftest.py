@@ -66,3 +66,13 @@ def conformance_dir():
     if not CONFORMANCE.is_dir():
         pytest.skip(f"conformance vectors not found at {CONFORMANCE} (they live in the project's shared/ folder)")
     return CONFORMANCE
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Single-threaded torch for a module of many small ops (threads only add contention on
+    the shared 2-core machine); the previous setting is restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
