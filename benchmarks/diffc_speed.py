@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from cod.cod_codec import load_cod  # noqa: E402
+from cod.families import load_cod  # noqa: E402
 from cod.diffc import DiffCConfig, code_step, flow_model  # noqa: E402
 from cod.diffc.bridge import alpha_bar  # noqa: E402
 from cod.diffc.rcc import decode_step, step_layout  # noqa: E402

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cod.cod_codec import build_cod
+from cod.families import build_network as build_cod
 from cod.diffc import DiffCConfig, DiffCPayload, decode, encode, encoder_steps, flow_model, steps_for_timestep
 from cod.diffc.bridge import LATENT_ENCODING_TIMESTEPS, PIXEL_ENCODING_TIMESTEPS, ddim_finish
 from cod.diffc.chain import payload_bits_for_bpp
