@@ -99,7 +99,7 @@ def _images_and_codec(args: argparse.Namespace):
     files = list_images(args.inputs)
     if not files:
         raise CodError("no input images found")
-    return files, _load_codec(args, pad_mode=args.pad)
+    return files, _load_codec(args, pad_mode=args.pad, entropy=getattr(args, "entropy", "on") == "on")
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
@@ -188,7 +188,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         h = f.header
         info = {
             "file": str(path),
-            "format_version": bs.VERSION,
+            "format_version": h.version,
             "family": h.family_name,
             "ds": h.ds,
             "codebook_bits": h.bits,
@@ -201,7 +201,17 @@ def cmd_info(args: argparse.Namespace) -> int:
             "bpp": round(f.bpp, 6),
             "crc": "ok",
         }
-        info["index_grid"] = list(bs.grid_size(h.height, h.width, h.ds, pad_multiple(h.ds)))
+        grid = bs.grid_size(h.height, h.width, h.ds, pad_multiple(h.ds))
+        info["index_grid"] = list(grid)
+        n_idx = grid[0] * grid[1]
+        if h.coding:  # .cod v2: what the range coder paid, against the fixed-length v1 file
+            from cod.entropy import CODING_NAMES
+
+            v1_bytes = f.size - len(f.payload) - 3 + bs.packed_size(n_idx, h.bits)
+            info.update(index_coding=CODING_NAMES.get(h.coding, str(h.coding)), prior_tag=f"{h.prior_tag:04x}",
+                        bits_per_index=round(8 * len(f.payload) / n_idx, 4), saving=f"{100 * (1 - f.size / v1_bytes):.1f}% against fixed-length indices ({v1_bytes} bytes as v1)")
+        else:
+            info.update(index_coding="fixed-length", bits_per_index=h.bits)
         fam = family_of_code(h.family)
         if fam is not None and h.settings:
             try:
@@ -306,6 +316,23 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fit_prior(args: argparse.Namespace) -> int:
+    from cod.priors import fit_model_prior
+
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise CodError(f"{out} exists; pass --force to replace it")
+    if args.groups < 1 or args.max_side < 16:
+        raise CodError("--groups must be >= 1 and --max-side >= 16")
+    r = fit_model_prior(args.weights, args.data, out, groups=args.groups, max_side=args.max_side, device=args.device,
+                        config_yaml=args.config, unsafe_pickle=args.unsafe_pickle, progress=lambda files: _progress(list(files), "fit-prior"))
+    held = r.get("held_out_bits_per_index", {}).get(str(r["alpha"]))
+    held_s = f"; held-out images: {held:.3f} bits/index with the context model, {r['held_out_static_bits_per_index']:.3f} static" if held else ""
+    print(f"{out}: prior {r['prior_tag']} fitted on {r['images']} images ({r['indices']} indices, {r['codes_seen']}/{2 ** r['bits']} codes seen){held_s}; "
+          f"fixed length is {r['bits']} bits; {r['seconds']:.0f} s")
+    return 0
+
+
 # ------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     from cod.codec import FORMATS, PAD_MODES
@@ -317,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("-o", "--output", default=None, help="output folder (or file, for one input); default: next to the input")
     _add_model_args(p)
-    p.add_argument("--format", default="cod", choices=FORMATS, help="container: ours (v1) or the original code's 4-byte header")
+    p.add_argument("--format", default="cod", choices=FORMATS, help="container: ours or the original code's 4-byte header (fixed-length indices)")
+    p.add_argument("--entropy", default="on", choices=["on", "off"], help="on: range-code the indices under the weights' prior (.cod v2) when they carry one (`cod fit-prior`); off: fixed-length indices (.cod v1)")
     p.add_argument("--pad", default="replicate", choices=PAD_MODES, help="padding to the model multiple")
     p.add_argument("-q", "--quiet", action="store_true")
     _add_decode_args(p, "stored in the file")
@@ -336,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="image files or folders")
     _add_model_args(p)
     p.add_argument("--pad", default="replicate", choices=PAD_MODES)
+    p.add_argument("--entropy", default="on", choices=["on", "off"], help="as for compress")
     p.add_argument("--json", default=None, help="write results to this JSON file")
     p.set_defaults(func=cmd_evaluate)
 
@@ -353,6 +382,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_unsafe_pickle_arg(p)
     p.add_argument("--no-strict", dest="strict", action="store_false", help="drop checkpoint tensors the model does not have (unknown keys, other shapes); every tensor of the model must still be there")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("fit-prior", help="fit the index prior of a model on training images (entropy coding, .cod v2)")
+    p.add_argument("data", nargs="+", help="training image folders or files (never the evaluation set)")
+    p.add_argument("--weights", "-w", required=True, help="the model: our .safetensors or an official .pt (+ .yaml)")
+    p.add_argument("--config", default=None, help="official .yaml for an official .pt (default: next to it)")
+    p.add_argument("-o", "--output", required=True, help="weights file to write: the model plus its prior")
+    p.add_argument("--groups", type=int, default=16, help="codebook classes of the context model (default 16)")
+    p.add_argument("--max-side", type=int, default=2048, help="downscale larger images to this side first (default 2048)")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    add_unsafe_pickle_arg(p)
+    add_device_arg(p)
+    p.set_defaults(func=cmd_fit_prior)
 
     p = sub.add_parser("models", help="list models and installed weights")
     p.set_defaults(func=cmd_models)

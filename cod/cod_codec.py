@@ -28,6 +28,7 @@ from cod import bitstream as bs
 from cod.codec import PAD_MODES, IndexCodec, Timing, image_to_tensor, pad_image, tensor_to_uint8
 from cod.diffusion.samplers import StepInfo, flow_timesteps, get_sampler, guided, initial_noise
 from cod.diffusion.settings import DecodeSettings
+from cod.entropy import IndexPrior
 from cod.image_io import as_rgb_array
 from cod.models.cod_dit import CoDDiTBase
 
@@ -57,6 +58,8 @@ class CoDCodec(IndexCodec):
     vae: Any = None  # latent models: LatentVAE, AutoencoderKL, a folder, or None (COD_VAE_DIR), loaded on first decode
     pad_mode: str = "replicate"
     progress: bool = False
+    prior: IndexPrior | None = None  # the weights' index prior (cod.entropy); None: v1 files only
+    entropy: bool = True  # write .cod v2 when there is a prior
     last_timing: Timing = field(default_factory=Timing)
 
     def __post_init__(self) -> None:

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cod import bitstream as bs
-from cod.errors import BitstreamError, CodError
+from cod.entropy import IndexPrior
+from cod.errors import BitstreamError, CodError, ModelMismatchError
 from cod.image_io import DEFAULT_MAX_PIXELS, as_rgb_array
 from cod.models.lite import CoDLite
 from cod.zoo import FAMILY_CODES, nominal_bpp, pad_multiple
@@ -122,15 +123,27 @@ class IndexCodec:
     def _tag(self) -> int:
         return bs.model_tag_of(self.model.state_dict()[self.CODEBOOK_KEY].detach().cpu().float().numpy())
 
+    @property
+    def entropy_coded(self) -> bool:
+        """Whether ``compress`` writes .cod v2 (indices range-coded under the model's prior):
+        the model has a prior and ``entropy`` is on."""
+        return getattr(self, "prior", None) is not None and getattr(self, "entropy", True)
+
     def write_file(self, indices: np.ndarray, height: int, width: int, format: str, settings: bytes = b"", height_first: bool = False) -> bytes:
-        """Pack indices into our container (original size, settings) or the official layout
-        (padded size: it has no field for the original one)."""
-        payload = bs.pack_indices(indices, self.bits)
+        """Pack indices into our container (original size, settings; v2 with range-coded indices
+        when :attr:`entropy_coded`, else v1) or the official layout (fixed-length indices at the
+        padded size: it has no field for the original one)."""
         if format == "official":
             h, w = self.grid(height, width)
-            return bs.write_official(h * self.ds, w * self.ds, payload, height_first=height_first)
+            return bs.write_official(h * self.ds, w * self.ds, bs.pack_indices(indices, self.bits), height_first=height_first)
         if format == "cod":
-            return bs.write_cod(bs.CodHeader(self.family_code, self.ds, self.bits, self.model_tag, height, width, settings), payload)
+            if self.entropy_coded:
+                h, w = self.grid(height, width)
+                coding = self.prior.best_coding
+                payload = self.prior.encode(np.asarray(indices).reshape(h, w), coding)
+                header = bs.CodHeader(self.family_code, self.ds, self.bits, self.model_tag, height, width, settings, coding, self.prior.tag)
+                return bs.write_cod(header, payload)
+            return bs.write_cod(bs.CodHeader(self.family_code, self.ds, self.bits, self.model_tag, height, width, settings), bs.pack_indices(indices, self.bits))
         raise ValueError(f"unknown format {format!r} ({' or '.join(FORMATS)})")
 
     def read_file(self, data: bytes, format: str = "cod", height_first: bool = False) -> tuple[np.ndarray, int, int, tuple[int, int], bytes]:
@@ -152,14 +165,33 @@ class IndexCodec:
             bs.check_model(f.header, self.family_code, self.ds, self.bits, self.model_tag, self.name)
             H, W, payload, settings = f.header.height, f.header.width, f.payload, f.header.settings
             h, w = self.grid(H, W)
+            if f.header.coding:
+                self._check_pixels(H, W)
+                return self._decode_entropy(f.header, payload, h, w), H, W, (h, w), settings
         else:
             raise ValueError(f"unknown format {format!r} ({' or '.join(FORMATS)})")
-        if H * W > DEFAULT_MAX_PIXELS:
-            raise BitstreamError(f"file claims a {W}x{H} image, above the limit of {DEFAULT_MAX_PIXELS / 1e6:.0f} Mpx (COD_MAX_PIXELS)")
+        self._check_pixels(H, W)
         need = bs.packed_size(h * w, self.bits)
         if len(payload) != need:
             raise BitstreamError(f"corrupt file: payload is {len(payload)} bytes, a {H}x{W} image at ds={self.ds} needs {need}")
         return bs.unpack_indices(payload, h * w, self.bits), H, W, (h, w), settings
+
+    @staticmethod
+    def _check_pixels(height: int, width: int) -> None:
+        if height * width > DEFAULT_MAX_PIXELS:
+            raise BitstreamError(f"file claims a {width}x{height} image, above the limit of {DEFAULT_MAX_PIXELS / 1e6:.0f} Mpx (COD_MAX_PIXELS)")
+
+    def _decode_entropy(self, header: bs.CodHeader, payload: bytes, h: int, w: int) -> np.ndarray:
+        """Indices of a v2 file: its prior must be this model's; the payload is bounded by the
+        most a symbol can cost (24 bits) before any decoding."""
+        prior = getattr(self, "prior", None)
+        if prior is None:
+            raise ModelMismatchError(f"file is entropy-coded (.cod v2, prior tag {header.prior_tag:04x}), but {self.name} has no index prior: use the weights that wrote it (`cod fit-prior` adds a prior)")
+        if header.prior_tag != prior.tag:
+            raise ModelMismatchError(f"file was coded with another index prior (tag {header.prior_tag:04x}; {self.name} has {prior.tag:04x})")
+        if len(payload) > 3 * h * w + 8:
+            raise BitstreamError(f"corrupt file: entropy-coded payload of {len(payload)} bytes is larger than {h * w} indices can need")
+        return prior.decode(payload, h, w, header.coding).ravel()
 
 
 @dataclass
@@ -170,6 +202,8 @@ class CoDLiteCodec(IndexCodec):
     config: dict[str, Any]
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     pad_mode: str = "replicate"
+    prior: IndexPrior | None = None  # the weights' index prior (cod.entropy); None: v1 files only
+    entropy: bool = True  # write .cod v2 when there is a prior
     last_timing: Timing = field(default_factory=Timing)
 
     def __post_init__(self) -> None:
