@@ -31,6 +31,7 @@ from cod.diffusion.settings import DecodeSettings
 from cod.entropy import IndexPrior
 from cod.image_io import as_rgb_array
 from cod.models.cod_dit import CoDDiTBase
+from cod.nn.determinism import thread_independent_method
 
 
 def bf16_round(x: torch.Tensor) -> torch.Tensor:
@@ -155,9 +156,11 @@ class CoDCodec(IndexCodec):
         """Sample -> image in [-1, 1] (the SD VAE for latent models)."""
         return self._get_vae().decode(sample) if self.latent else sample
 
+    @thread_independent_method
     @torch.inference_mode()
     def decode(self, indices: np.ndarray, height: int, width: int, settings: DecodeSettings | None = None, grid: tuple[int, int] | None = None, progress: bool | None = None) -> np.ndarray:
-        """Indices of an image of the given original size -> HxWx3 uint8."""
+        """Indices of an image of the given original size -> HxWx3 uint8, the same at any
+        torch thread count (cod.nn.determinism)."""
         settings = settings or self.default_settings
         if self.latent:
             self._get_vae()  # fail before sampling when the VAE is missing

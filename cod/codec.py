@@ -24,6 +24,7 @@ from cod.entropy import IndexPrior
 from cod.errors import BitstreamError, CodError, ModelMismatchError
 from cod.image_io import DEFAULT_MAX_PIXELS, as_rgb_array
 from cod.models.lite import CoDLite
+from cod.nn.determinism import thread_independent_method
 from cod.zoo import FAMILY_CODES, nominal_bpp, pad_multiple
 
 PAD_MODES = ("replicate", "reflect", "constant")
@@ -229,9 +230,11 @@ class CoDLiteCodec(IndexCodec):
         idx = self.model.condition.encode(x)[0]
         return idx.cpu().numpy(), H, W
 
+    @thread_independent_method
     @torch.inference_mode()
     def decode(self, indices: np.ndarray, height: int, width: int, grid: tuple[int, int] | None = None) -> np.ndarray:
-        """Indices of an image of the given original size -> HxWx3 uint8.
+        """Indices of an image of the given original size -> HxWx3 uint8, the same at any
+        torch thread count (cod.nn.determinism).
 
         ``grid`` overrides the index grid (official files, whose grid is floor(H/ds)); the
         area the grid does not cover is mid-grey, as the official decoder leaves it.
