@@ -86,7 +86,7 @@ def _diffc_kwargs(args: argparse.Namespace, codec, decode_kw: dict[str, Any]) ->
     if not args.diffc:
         raise CodError(f"{flags}: apply to DiffC; add --diffc")
     kw["diffc"] = True
-    codec.diffc_options(**kw, **decode_kw, format=args.format)
+    codec.diffc_options(**kw, **decode_kw, format=getattr(args, "format", "cod"))
     return kw
 
 
@@ -270,13 +270,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from cod.image_io import atomic_write_bytes, read_image
 
     files, codec = _images_and_codec(args)
+    diffc_kw = _diffc_kwargs(args, codec, {})
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="cod-eval-") as tmp:
 
         def one(src: Path) -> None:
             ref = read_image(src)
             t0 = time.perf_counter()
-            data = codec.compress(ref)
+            data = codec.compress(ref, **diffc_kw)
             t_enc = time.perf_counter() - t0
             cod_path = Path(tmp) / (src.name + ".cod")
             atomic_write_bytes(cod_path, data)
@@ -382,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None, help="output folder (or file, for one input); default: next to the input")
     _add_model_args(p)
     p.add_argument("--format", default="cod", choices=FORMATS, help="container: ours or the original code's 4-byte header (fixed-length indices)")
-    p.add_argument("--entropy", default="on", choices=["on", "off"], help="on: range-code the indices under the weights' prior (.cod v2) when they carry one (`cod fit-prior`); off: fixed-length indices (.cod v1)")
+    p.add_argument("--entropy", default="on", choices=["on", "off"], help="on: range-code the indices under the weights' prior (.cod v2, and inside DiffC files) when they carry one (`cod fit-prior`); off: fixed-length indices (.cod v1)")
     p.add_argument("--pad", default="replicate", choices=PAD_MODES, help="padding to the model multiple")
     p.add_argument("-q", "--quiet", action="store_true")
     _add_decode_args(p, "stored in the file")
@@ -404,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pad", default="replicate", choices=PAD_MODES)
     p.add_argument("--entropy", default="on", choices=["on", "off"], help="as for compress")
     p.add_argument("--json", default=None, help="write results to this JSON file")
+    _add_diffc_args(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("info", help="describe .cod files")

@@ -283,6 +283,17 @@ def test_cli_compress_info_decompress(photo, weights, codecs, tmp_path, monkeypa
     assert expected == cod_file.read_bytes() and np.array_equal(dec, encoder_image(codecs[PIXEL], 40, 72))
 
 
+def test_cli_evaluate_diffc(photo, weights, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert main(["evaluate", str(photo), "--weights", str(weights[LATENT]), "--vae", "unused", "--diffc", "--diffc-step", "3", "--diffc-chunk", str(CHUNK), "--json", str(out)]) != 0
+    assert "SD VAE" in capsys.readouterr().err  # the folder does not exist: the usual error
+    assert main(["evaluate", str(photo), "--weights", str(weights[PIXEL]), "--diffc", "--diffc-step", "3", "--diffc-chunk", str(CHUNK), "--json", str(out)]) == 0
+    row = json.loads(out.read_text())["images"][0]
+    plain = load_cod(weights=weights[PIXEL])
+    data = plain.compress(np.asarray(Image.open(photo)), diffc=True, diffc_step=3, diffc_chunk=CHUNK)
+    assert row["bytes"] == len(data) and row["bpp"] == pytest.approx(file_bpp(data, 40, 72))
+
+
 def test_cli_refusals(photo, weights, tiny_weights, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("COD_VAE_DIR", raising=False)
     out = tmp_path / "o.cod"
