@@ -78,7 +78,7 @@ def zipf_probabilities(K: int, s: float) -> np.ndarray:
     return soft_exp(soft_log(j1).mul_(-s)).numpy()
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)  # a step uses at most two; 16 models of 2**20 symbols are ~256 MB
 def zipf_model(k: int, s: float):
     """(constriction Categorical, log2 of the normalised probabilities) for 2**k symbols."""
     p = zipf_probabilities(1 << k, s)
