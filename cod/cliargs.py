@@ -19,6 +19,27 @@ def add_unsafe_pickle_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unsafe-pickle", action="store_true", help="allow arbitrary pickled objects in an official .pt (only for files you trust)")
 
 
+def add_limit_args(p: argparse.ArgumentParser, memory: bool = True) -> None:
+    """--max-pixels (and --max-memory) with the defaults of cod.limits."""
+    from cod.limits import DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, format_bytes
+
+    p.add_argument("--max-pixels", default=None, metavar="N", help=f"largest image a file may claim or an input may have, like 179M, 16384x8192 or none (default {DEFAULT_MAX_PIXELS / 1e6:.0f}M, Pillow's decompression-bomb limit; $COD_MAX_PIXELS)")
+    if memory:
+        p.add_argument("--max-memory", default=None, metavar="SIZE", help=f"working memory a decode may need, like 4G, 800M or none; a larger decode is refused before it starts (default {format_bytes(DEFAULT_MAX_MEMORY)}; $COD_MAX_MEMORY)")
+
+
+def limit_kwargs(args: argparse.Namespace) -> dict:
+    """The --max-pixels / --max-memory given, as cod.load keywords ('none': no limit)."""
+    from cod.limits import parse_count, parse_memory
+
+    out: dict = {}
+    for flag, key, parse in (("--max-pixels", "max_pixels", parse_count), ("--max-memory", "max_memory", parse_memory)):
+        text = getattr(args, key, None)
+        if text is not None:
+            out[key] = None if str(text).strip().lower() == "none" else parse(text, flag)
+    return out
+
+
 def parse_size(text: str, flag: str = "--size") -> tuple[int, int]:
     """An image size written WIDTHxHEIGHT ('1920x1024') -> (height, width)."""
     try:

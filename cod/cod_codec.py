@@ -40,6 +40,7 @@ from cod.diffusion.settings import DecodeSettings
 from cod.entropy import IndexPrior
 from cod.errors import CodError
 from cod.image_io import as_rgb_array
+from cod.limits import DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, DEFAULT_MAX_STEPS, check_steps
 from cod.models.cod_dit import CoDDiTBase
 from cod.nn.determinism import thread_independent_method
 
@@ -73,6 +74,9 @@ class CoDCodec(IndexCodec):
     entropy: bool = True  # write .cod v2 when there is a prior
     last_timing: Timing = field(default_factory=Timing)
     last_diffc: DiffCResult | None = None  # what the last DiffC compress coded (steps, bits, reconstruction)
+    max_pixels: int | None = DEFAULT_MAX_PIXELS  # largest image a file may claim (cod.limits)
+    max_memory: int | None = DEFAULT_MAX_MEMORY  # working-memory budget of a decode, bytes
+    max_steps: int | None = DEFAULT_MAX_STEPS  # network evaluations a file may ask for
 
     def __post_init__(self) -> None:
         if self.pad_mode not in PAD_MODES:
@@ -119,14 +123,29 @@ class CoDCodec(IndexCodec):
         x, H, W = self._image01(image)
         return self._indices(x), H, W
 
+    NULL_CACHE_SIZES = 4  # null conditions kept (the latest sizes): memory stays flat over a batch of many sizes
+
     @torch.inference_mode()
     def null_condition(self, height: int, width: int) -> torch.Tensor:
-        """Condition map of the all -1 image of this (padded) size, cached per size."""
+        """Condition map of the all -1 image of this (padded) size, cached for the latest sizes."""
         key = (height, width)
         if key not in self._null_cache:
             neg = torch.full((1, 3, height, width), -1.0, device=self.device)
+            while len(self._null_cache) >= self.NULL_CACHE_SIZES:
+                del self._null_cache[next(iter(self._null_cache))]
             self._null_cache[key] = self.model.condition(neg)[0]
         return self._null_cache[key]
+
+    def _decode_trace(self, grid: tuple[int, int], twins: dict | None, device) -> torch.Tensor:
+        """Condition map, null condition (the encoder at full size), one guided step on the
+        batch [null; cond], the VAE for latent models: the peak of any sampler or DiffC step."""
+        net = self._traced(self.model, twins)
+        cond = net.condition.decode(torch.zeros(1, grid[0] * grid[1], dtype=torch.long, device=device), *grid)
+        hp, wp = cond.shape[-2] * net.pixels_per_token, cond.shape[-1] * net.pixels_per_token
+        null = net.condition(torch.full((1, 3, hp, wp), -1.0, device=device))[0]
+        x = torch.zeros(self.noise_shape(hp, wp), device=device)
+        x = x + guided(lambda xx, t, c: net(xx, t, cond=c)[0], cond, null, 2.0)(x, torch.tensor(0.5))
+        return self._traced(self._get_vae(), twins).decode(x) if self.latent else x
 
     @torch.inference_mode()
     def condition_from_indices(self, indices: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
@@ -245,6 +264,7 @@ class CoDCodec(IndexCodec):
             warnings.warn(f"the whole DiffC chain ({n_sched} steps) reaches only {8 * (other + len(res.payload)) / (H * W):.4f} bpp, below the {bpp:g} asked for")
         return idx, H, W, res
 
+    @thread_independent_method
     @torch.inference_mode()
     def decode_diffc(self, indices: np.ndarray, height: int, width: int, payload: bytes, progress: bool | None = None) -> np.ndarray:
         """Indices and a DiffC payload of an image of the given original size -> HxWx3 uint8:
@@ -310,9 +330,13 @@ class CoDCodec(IndexCodec):
             given = [k for k, v in dict(steps=steps, cfg=cfg, sampler=sampler, seed=seed).items() if v is not None]
             if given:
                 raise CodError(f"{', '.join(given)}: a DiffC file decodes with the settings it carries; these override CoD's sampler")
+            p = DiffCPayload.from_bytes(f.diffc)
+            check_steps(p.n_steps + len(p.config.finishing_timesteps), self.max_steps, "this DiffC file asks for")
             arr = self.decode_diffc(f.indices, f.height, f.width, f.diffc, progress)
         else:
-            arr = self.decode(f.indices, f.height, f.width, self._settings(f).override(steps, cfg, sampler, seed), f.grid, progress)
+            settings = self._settings(f).override(steps, cfg, sampler, seed)
+            check_steps(settings.steps, self.max_steps, "this decode asks for")
+            arr = self.decode(f.indices, f.height, f.width, settings, f.grid, progress)
         out = Image.fromarray(arr, "RGB")
         self.last_timing.decode_s = time.perf_counter() - t0
         return out

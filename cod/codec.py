@@ -22,9 +22,11 @@ from PIL import Image
 from cod import bitstream as bs
 from cod.entropy import IndexPrior
 from cod.errors import BitstreamError, CodError, ModelMismatchError
-from cod.image_io import DEFAULT_MAX_PIXELS, as_rgb_array
+from cod.image_io import as_rgb_array
+from cod.limits import DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, IMAGE_BYTES_PER_PIXEL, SCRATCH_FACTOR, check_memory, check_pixels
 from cod.models.lite import CoDLite
 from cod.nn.determinism import thread_independent_method
+from cod.nn.memory import meta_twin, peak_bytes
 from cod.zoo import FAMILY_CODES, nominal_bpp, pad_multiple
 
 PAD_MODES = ("replicate", "reflect", "constant")
@@ -173,6 +175,7 @@ class IndexCodec:
         diffc = None
         if format == "official":
             H, W, payload = bs.read_official(data, height_first=height_first)
+            check_pixels(H, W, self.max_pixels)
             h, w = H // self.ds, W // self.ds
             if not self.official_floor_grid and (H % self.multiple or W % self.multiple):
                 raise BitstreamError(f"official file of size {H}x{W} cannot be decoded: sides must be multiples of {self.multiple} (the official decoder fails on it too)")
@@ -185,22 +188,74 @@ class IndexCodec:
             if f.diffc is not None and not self.diffc_capable:
                 raise BitstreamError(f"file is DiffC-coded (.cod v3), which {self.name} cannot decode: DiffC files are for CoD models")
             H, W, payload, settings, diffc = f.header.height, f.header.width, f.payload, f.header.settings, f.diffc
+            check_pixels(H, W, self.max_pixels)  # before the grid: sides up to 2**32 - 1
             h, w = self.grid(H, W)
             if f.header.coding:
-                self._check_pixels(H, W)
+                self.fit_decode_to_budget(H, W, (h, w))
                 return IndexFile(self._decode_entropy(f.header, payload, h, w), H, W, (h, w), settings, diffc)
         else:
             raise ValueError(f"unknown format {format!r} ({' or '.join(FORMATS)})")
-        self._check_pixels(H, W)
         need = bs.packed_size(h * w, self.bits)
         if len(payload) != need:
             raise BitstreamError(f"corrupt file: payload is {len(payload)} bytes, a {H}x{W} image at ds={self.ds} needs {need}")
+        self.fit_decode_to_budget(H, W, (h, w))
         return IndexFile(bs.unpack_indices(payload, h * w, self.bits), H, W, (h, w), settings, diffc)
 
+    # ---------------------------------------------------------- limits (cod.limits)
+    # The pixel limit and the memory budget, checked from the header before any index is
+    # unpacked; the codecs take them as ``max_pixels`` and ``max_memory`` (None: no limit).
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    max_memory: int | None = DEFAULT_MAX_MEMORY
+
+    def fit_decode_to_budget(self, height: int, width: int, grid: tuple[int, int]) -> None:
+        """THE memory hook of decoding, called once the header is read and nothing allocated.
+
+        A codec that decodes whole images refuses (LimitError) a decode whose estimated working
+        memory (:meth:`decode_memory`) is above ``max_memory``. A codec that can decode in
+        tiles overrides this to size its tiles from ``max_memory`` instead, and refuses only
+        when even the smallest tiles and the image buffers do not fit."""
+        if self.max_memory is not None:
+            check_memory(self.decode_memory(height, width, grid, self.max_memory), self.max_memory, width, height)
+
+    def decode_memory(self, height: int, width: int, grid: tuple[int, int], budget: int | None = None) -> int:
+        """Estimated working memory (bytes) of decoding a ``width`` x ``height`` image on index
+        ``grid``: the traced tensor peak of :meth:`_decode_trace` (cod.nn.memory) times
+        cod.limits.SCRATCH_FACTOR, plus the image buffers (IMAGE_BYTES_PER_PIXEL). With a
+        ``budget``, an upper bound may answer when it is below the budget: the bytes per pixel
+        of a small decode (they only fall with the size), before any trace of the full size on
+        the meta device (which is abandoned once it passes the budget)."""
+        image = IMAGE_BYTES_PER_PIXEL * height * width
+        pixels = grid[0] * grid[1] * self.ds * self.ds
+        if budget is not None:
+            bound = int(SCRATCH_FACTOR * self._bytes_per_pixel_bound() * pixels) + image
+            if bound <= budget:
+                return bound
+        stop = None if budget is None else max(0, int((budget - image) / SCRATCH_FACTOR))
+        twins = self.__dict__.setdefault("_meta_twins", {})
+        return int(SCRATCH_FACTOR * peak_bytes(lambda: self._decode_trace(grid, twins, "meta"), stop)) + image
+
+    def _bytes_per_pixel_bound(self) -> float:
+        """Traced bytes per pixel of decoding a small image (about 128 x 128), measured once."""
+        if getattr(self, "_bpp_bound", None) is None:
+            side = max(128, self.multiple)
+            grid = self.grid(side, side)
+            self._bpp_bound = peak_bytes(lambda: self._decode_trace(grid, None, self.device)) / (grid[0] * grid[1] * self.ds * self.ds)
+        return self._bpp_bound
+
+    def _decode_trace(self, grid: tuple[int, int], twins: dict | None, device) -> Any:
+        """The tensor work of decoding an index ``grid`` (one sampling step for multi-step
+        codecs), with the codec's networks (``twins`` None) or their meta twins (cached in
+        ``twins``) on ``device``: what :meth:`decode_memory` measures."""
+        raise NotImplementedError
+
     @staticmethod
-    def _check_pixels(height: int, width: int) -> None:
-        if height * width > DEFAULT_MAX_PIXELS:
-            raise BitstreamError(f"file claims a {width}x{height} image, above the limit of {DEFAULT_MAX_PIXELS / 1e6:.0f} Mpx (COD_MAX_PIXELS)")
+    def _traced(module: torch.nn.Module, twins: dict | None) -> torch.nn.Module:
+        """``module`` itself, or its meta twin (made once, kept in ``twins``)."""
+        if twins is None:
+            return module
+        if id(module) not in twins:
+            twins[id(module)] = meta_twin(module)
+        return twins[id(module)]
 
     def _decode_entropy(self, header: bs.CodHeader, payload: bytes, h: int, w: int) -> np.ndarray:
         """Indices of a v2 file: its prior must be this model's; the payload is bounded by the
@@ -225,6 +280,8 @@ class CoDLiteCodec(IndexCodec):
     pad_mode: str = "replicate"
     prior: IndexPrior | None = None  # the weights' index prior (cod.entropy); None: v1 files only
     entropy: bool = True  # write .cod v2 when there is a prior
+    max_pixels: int | None = DEFAULT_MAX_PIXELS  # largest image a file may claim (cod.limits)
+    max_memory: int | None = DEFAULT_MAX_MEMORY  # working-memory budget of a decode, bytes
     last_timing: Timing = field(default_factory=Timing)
 
     def __post_init__(self) -> None:
@@ -269,6 +326,11 @@ class CoDLiteCodec(IndexCodec):
             full[: out.shape[0], : out.shape[1]] = out
             out = full
         return out
+
+    def _decode_trace(self, grid: tuple[int, int], twins: dict | None, device) -> torch.Tensor:
+        net = self._traced(self.model, twins)
+        idx = torch.zeros(1, grid[0] * grid[1], dtype=torch.long, device=device)
+        return net.decode_one_step(net.condition.decode(idx, *grid))
 
     # ---------------------------------------------------------- bytes
     def compress(self, image, format: str = "cod") -> bytes:

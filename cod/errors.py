@@ -6,7 +6,8 @@ class CodError(Exception):
 
 
 class BitstreamError(CodError):
-    """A .cod file is corrupt, truncated, of an unknown version, or for another model."""
+    """A .cod file is corrupt, truncated, of an unknown version, for another model, or refused
+    by a limit (LimitError)."""
 
 
 class ModelMismatchError(BitstreamError):
@@ -23,3 +24,8 @@ class ImageError(CodError):
 
 class ConfigError(CodError):
     """A model or training config has an unknown or missing key, or a value of the wrong type."""
+
+
+class LimitError(BitstreamError):
+    """A file is refused by a resource limit (--max-pixels, --max-memory; cod.limits) before
+    any work: a valid file, but one this reader will not decode."""

@@ -35,6 +35,7 @@ from cod.codec import CoDLiteCodec, IndexCodec, resolve_device
 from cod.config import ModelConfig
 from cod.entropy import IndexPrior, split_prior
 from cod.errors import CheckpointError, ConfigError, ModelMismatchError
+from cod.limits import DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, DEFAULT_MAX_STEPS
 from cod.models.latent_dit import CoDLatentConfig, build_latent_dit
 from cod.models.lite import CoDLiteConfig, build_codlite
 from cod.models.pixel_dit import CoDPixelConfig, build_pixel_dit
@@ -259,18 +260,23 @@ def load(
     unsafe_pickle: bool = False,
     family: str | Sequence[str] | None = None,
     entropy: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_memory: int | None = DEFAULT_MAX_MEMORY,
+    max_steps: int | None = DEFAULT_MAX_STEPS,
 ) -> IndexCodec:
     """Load a codec of any family (``cod.load``): the family comes from the name or the
     weights (see :func:`load_network` for ``name``, ``weights``, ``random_init``, ``family``).
     ``device``: cpu, cuda or auto. Options the family's codec takes: ``vae`` (latent CoD: the
     SD-VAE folder, loaded on first decode) and ``progress`` (a bar over the sampling steps).
     ``entropy``: write .cod v2 (range-coded indices) when the weights carry an index prior;
-    False writes v1. Files of either version decode either way."""
+    False writes v1. Files of either version decode either way. ``max_pixels``, ``max_memory``
+    (bytes) and, for CoD models, ``max_steps`` are the decoding limits (cod.limits; None: no
+    limit), checked from a file's header before anything is allocated."""
     dev = resolve_device(device)
     model, config, prior = load_network(name, weights, config_yaml, random_init, seed, unsafe_pickle, family, with_prior=True)
     codec_cls = FAMILIES[config["family"]].codec
     takes = {f.name for f in dataclasses.fields(codec_cls)}
-    options = {k: v for k, v in {"vae": vae, "progress": progress, "prior": prior, "entropy": entropy}.items() if k in takes}
+    options = {k: v for k, v in {"vae": vae, "progress": progress, "prior": prior, "entropy": entropy, "max_pixels": max_pixels, "max_memory": max_memory, "max_steps": max_steps}.items() if k in takes}
     return codec_cls(model, config, dev, pad_mode=pad_mode, **options)
 
 
@@ -279,11 +285,11 @@ def load_cod(*args: Any, **kwargs: Any) -> IndexCodec:
     return load(*args, family=COD, **kwargs)
 
 
-def installed_codec_for(data: bytes, device: str | torch.device | None = "cpu", cache: dict[Any, Any] | None = None) -> IndexCodec:
+def installed_codec_for(data: bytes, device: str | torch.device | None = "cpu", cache: dict[Any, Any] | None = None, **options: Any) -> IndexCodec:
     """The installed codec that wrote a .cod file (same family, ds, bits and model tag), so
     that ``cod decompress FILE`` needs no flags. Candidates are told apart by their weights'
-    metadata and codebook alone; only the match is loaded. ``cache`` keeps what was read and
-    loaded between files."""
+    metadata and codebook alone; only the match is loaded (with ``options``, keywords of
+    :func:`load`). ``cache`` keeps what was read and loaded between files."""
     header = bs.read_cod(data).header
     want = (header.family, header.ds, header.bits, header.model_tag)
     cache = {} if cache is None else cache
@@ -298,7 +304,7 @@ def installed_codec_for(data: bytes, device: str | torch.device | None = "cpu", 
             cache[("id", name)] = (fam.code, typed.index_stride, typed.codebook_bits, tag)
         if cache[("id", name)] == want:
             if name not in cache:
-                cache[name] = load(name, device=device)
+                cache[name] = load(name, device=device, **options)
             return cache[name]
     retired = RETIRED_MODELS.get((header.ds, header.bits, header.model_tag)) if header.family == FAMILY_CODES["codlite"] else None
     if retired:
