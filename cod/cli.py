@@ -8,10 +8,11 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from cod.cliargs import add_device_arg, add_unsafe_pickle_arg
+from cod.cliargs import add_device_arg, add_limit_args, add_unsafe_pickle_arg, limit_kwargs
 from cod.errors import CodError
 
 IMAGE_OUT_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
@@ -55,6 +56,12 @@ def _add_decode_args(p: argparse.ArgumentParser, where: str) -> None:
     g.add_argument("--seed", type=int, default=None, help=f"initial-noise seed (default: the model's, {COD_DECODE['seed']})")
 
 
+def _add_batch_args(p: argparse.ArgumentParser, quiet: bool = True) -> None:
+    if quiet:
+        p.add_argument("-q", "--quiet", action="store_true", help="no line per file; errors and, when something failed, the summary only")
+    p.add_argument("-v", "--verbose", action="store_true", help="also name the files of the folders that were skipped")
+
+
 def _decode_kwargs(args: argparse.Namespace, codec) -> dict[str, Any]:
     """--steps/--cfg/--sampler/--seed for CoD codecs; an error for CoD-Lite (one step, no noise)."""
     kw = {k: getattr(args, k, None) for k in ("steps", "cfg", "sampler", "seed")}
@@ -93,19 +100,69 @@ def _diffc_kwargs(args: argparse.Namespace, codec, decode_kw: dict[str, Any]) ->
 def _load_codec(args: argparse.Namespace, **kw: Any):
     import cod
 
-    return cod.load(args.model, weights=args.weights, device=args.device, config_yaml=args.config, vae=args.vae, progress=True, unsafe_pickle=args.unsafe_pickle, **kw)
+    return cod.load(args.model, weights=args.weights, device=args.device, config_yaml=args.config, vae=args.vae, progress=True, unsafe_pickle=args.unsafe_pickle, **limit_kwargs(args), **kw)
 
 
-def _run_files(files: list[Path], desc: str, fn: Callable[[Path], None]) -> int:
-    """Apply fn to every file; report failures one line each; exit code 1 if any failed."""
-    failed = 0
+def _naming(path: Path, exc: BaseException) -> str:
+    """The error message of one file of a batch, starting with the file's name."""
+    msg = str(exc) if isinstance(exc, CodError) else f"{type(exc).__name__}: {exc}"
+    return msg if msg.startswith(str(path)) else f"{path}: {msg}"
+
+
+@dataclass
+class Batch:
+    """How a batch went: files done and failed, inputs skipped, decoded pixels and seconds."""
+
+    desc: str
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    skipped_what: str = ""
+    pixels: int = 0  # pixels the per-file function reported (decoded or encoded)
+    seconds: float = 0.0  # the codec's time for them
+
+    def summary(self) -> str:
+        line = f"{self.desc}: {self.ok} ok, {self.failed} failed"
+        if self.skipped:
+            line += f", {self.skipped} skipped ({self.skipped_what}; --verbose names them)"
+        if self.pixels:
+            line += f"; {self.pixels / 1e6:.2f} Mpx in {self.seconds:.1f} s, {self.seconds / (self.pixels / 1e6):.2f} s/Mpx"
+        return line
+
+
+def _run_files(files: list[Path], desc: str, fn: Callable[[Path], tuple[int, float] | None], args: argparse.Namespace | None = None,
+               skipped: list[Path] | None = None, skipped_what: str = "") -> int:
+    """Apply fn to every file (it may return (pixels, seconds) for the time per megapixel);
+    report each failure on one line naming its file; print a summary (``N ok, M failed``, the
+    skipped inputs, the time per megapixel) when the batch had more than one input (with
+    --quiet: only if something failed). Exit code 1 if anything failed."""
+    skipped = skipped or []
+    quiet, verbose = bool(getattr(args, "quiet", False)), bool(getattr(args, "verbose", False))
+    batch = Batch(desc, skipped=len(skipped), skipped_what=skipped_what)
+    if verbose:
+        for f in skipped:
+            _note(f"{f}: skipped ({skipped_what})")
     for f in _progress(files, desc):
         try:
-            fn(f)
-        except CodError as exc:
-            failed += 1
-            _error(str(exc))
-    return 1 if failed else 0
+            done = fn(f)
+        except (CodError, OSError, MemoryError) as exc:  # one file's problem: report it, go on with the next
+            batch.failed += 1
+            _error(_naming(f, exc))
+            continue
+        batch.ok += 1
+        if done:
+            batch.pixels += done[0]
+            batch.seconds += done[1]
+    if len(files) + len(skipped) > 1 and not (quiet and not batch.failed):
+        _note(batch.summary())
+    return 1 if batch.failed else 0
+
+
+def _note(msg: str) -> None:
+    """One status line on stderr, without breaking an active progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(msg, file=sys.stderr)
 
 
 def _output_path(src: Path, out: str | None, n_inputs: int, new_name: str) -> Path:
@@ -119,26 +176,28 @@ def _output_path(src: Path, out: str | None, n_inputs: int, new_name: str) -> Pa
 
 # ---------------------------------------------------------------- commands
 def _images_and_codec(args: argparse.Namespace):
-    """The input images (files and folders) and the codec, or a clear error."""
-    from cod.image_io import list_images
+    """The input images (files, and images in folders: cod.image_io.scan_inputs) and the
+    codec, or a clear error."""
+    from cod.image_io import IMAGE_EXTENSIONS, scan_inputs
 
-    files = list_images(args.inputs)
-    if not files:
-        raise CodError("no input images found")
-    return files, _load_codec(args, pad_mode=args.pad, entropy=getattr(args, "entropy", "on") == "on")
+    inputs = scan_inputs(args.inputs, IMAGE_EXTENSIONS)
+    if not inputs.files:
+        raise CodError("no input images found" + (f" ({len(inputs.skipped)} other files)" if inputs.skipped else ""))
+    return inputs, _load_codec(args, pad_mode=args.pad, entropy=getattr(args, "entropy", "on") == "on")
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
     from cod.image_io import atomic_write_bytes, read_image
 
-    files, codec = _images_and_codec(args)
+    inputs, codec = _images_and_codec(args)
+    files = inputs.files
     decode_kw = _decode_kwargs(args, codec)
     diffc_kw = _diffc_kwargs(args, codec, decode_kw)
     if args.format == "official":
         print("note: the official format stores no original size; the decoded image keeps the padding", file=sys.stderr)
 
-    def one(src: Path) -> None:
-        image = read_image(src)
+    def one(src: Path) -> tuple[int, float]:
+        image = read_image(src, max_pixels=codec.max_pixels)
         data = codec.compress(image, format=args.format, **decode_kw, **diffc_kw)
         dst = _output_path(src, args.output, len(files), src.name + ".cod")
         atomic_write_bytes(dst, data)
@@ -147,8 +206,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
             d = codec.last_diffc if diffc_kw else None
             more = f"; DiffC {d.n_steps} steps (stops at tau {d.steps[-1].tau_next if d.steps else 1000}), {8 * len(d.payload)} payload bits" if d else ""
             print(f"{src} -> {dst}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp{more}")
+        return image.shape[0] * image.shape[1], codec.last_timing.encode_s
 
-    return _run_files(files, "compress", one)
+    return _run_files(files, "compress", one, args, inputs.skipped, "not images")
 
 
 def _decoded_name(src: Path, output_given: bool) -> str:
@@ -165,14 +225,13 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     import numpy as np
 
     from cod.families import installed_codec_for, installed_weights
-    from cod.image_io import write_image
+    from cod.image_io import not_a_file, scan_inputs, write_image
 
-    files = [Path(f) for f in args.inputs]
-    expanded: list[Path] = []
-    for f in files:
-        expanded.extend(sorted(f.glob("*.cod")) if f.is_dir() else [f])
+    limits = limit_kwargs(args)  # a bad value is one error before any file
+    inputs = scan_inputs(args.inputs, (".cod",), recursive=False)
+    expanded = inputs.files
     if not expanded:
-        raise CodError("no .cod files found")
+        raise CodError("no .cod files found" + (f" ({len(inputs.skipped)} other files)" if inputs.skipped else ""))
     # No --model/--weights: each .cod file names its model (family, rate, tag), so the
     # installed model that wrote it decodes it; the official format has no such fields.
     by_header = args.model is None and args.weights is None and args.format == "cod"
@@ -180,22 +239,25 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     decode_kw = _decode_kwargs(args, codec) if codec is not None else {}
     loaded: dict[str, Any] = {}
 
-    def one(src: Path) -> None:
+    def one(src: Path) -> tuple[int, float]:
         if not src.is_file():
-            raise CodError(f"{src}: no such file")
+            raise CodError(f"{src}: {not_a_file(src)}")
         data = src.read_bytes()
         c = codec
         if c is None:
             if not loaded and not installed_weights():
                 _load_codec(args)  # raises the usual "no weights installed" error
-            c = installed_codec_for(data, device=args.device, cache=loaded)
+            c = installed_codec_for(data, device=args.device, cache=loaded, **limits)
         img = c.decompress(data, format=args.format, **(decode_kw or _decode_kwargs(args, c)))
         dst = _output_path(src, args.output, len(expanded), _decoded_name(src, args.output is not None))
         write_image(dst, np.asarray(img))
+        w, h = img.size
+        seconds = c.last_timing.decode_s
         if not args.quiet:
-            print(f"{src} -> {dst}: {img.size[0]}x{img.size[1]}")
+            print(f"{src} -> {dst}: {w}x{h}, {seconds:.2f} s ({seconds / (w * h / 1e6):.2f} s/Mpx)")
+        return w * h, seconds
 
-    return _run_files(expanded, "decompress", one)
+    return _run_files(expanded, "decompress", one, args, inputs.skipped, "not .cod files")
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -269,13 +331,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from cod.eval.metrics import ms_ssim, psnr
     from cod.image_io import atomic_write_bytes, read_image
 
-    files, codec = _images_and_codec(args)
+    inputs, codec = _images_and_codec(args)
     diffc_kw = _diffc_kwargs(args, codec, {})
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="cod-eval-") as tmp:
 
         def one(src: Path) -> None:
-            ref = read_image(src)
+            ref = read_image(src, max_pixels=codec.max_pixels)
             t0 = time.perf_counter()
             data = codec.compress(ref, **diffc_kw)
             t_enc = time.perf_counter() - t0
@@ -288,7 +350,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             size = cod_path.stat().st_size
             rows.append({"image": str(src), "height": h, "width": w, "bytes": size, "bpp": 8 * size / (h * w), "psnr": psnr(ref, rec), "ms_ssim": ms_ssim(ref, rec), "encode_s": t_enc, "decode_s": t_dec})
 
-        failed = _run_files(files, "evaluate", one)
+        failed = _run_files(inputs.files, "evaluate", one, args, inputs.skipped, "not images")
     if not rows:
         return 1
     keys = ["bpp", "psnr", "ms_ssim", "encode_s", "decode_s"]
@@ -385,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="cod", choices=FORMATS, help="container: ours or the original code's 4-byte header (fixed-length indices)")
     p.add_argument("--entropy", default="on", choices=["on", "off"], help="on: range-code the indices under the weights' prior (.cod v2, and inside DiffC files) when they carry one (`cod fit-prior`); off: fixed-length indices (.cod v1)")
     p.add_argument("--pad", default="replicate", choices=PAD_MODES, help="padding to the model multiple")
-    p.add_argument("-q", "--quiet", action="store_true")
+    add_limit_args(p, memory=False)
+    _add_batch_args(p)
     _add_decode_args(p, "stored in the file")
     _add_diffc_args(p)
     p.set_defaults(func=cmd_compress)
@@ -395,7 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None, help="output folder (or file, for one input); default: NAME.decoded.png next to the input")
     _add_model_args(p)
     p.add_argument("--format", default="cod", choices=FORMATS, help="container: ours (v1) or the original code's 4-byte header")
-    p.add_argument("-q", "--quiet", action="store_true")
+    add_limit_args(p)
+    _add_batch_args(p)
     _add_decode_args(p, "override the file's settings")
     p.set_defaults(func=cmd_decompress)
 
@@ -405,6 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pad", default="replicate", choices=PAD_MODES)
     p.add_argument("--entropy", default="on", choices=["on", "off"], help="as for compress")
     p.add_argument("--json", default=None, help="write results to this JSON file")
+    add_limit_args(p)
+    _add_batch_args(p, quiet=False)
     _add_diffc_args(p)
     p.set_defaults(func=cmd_evaluate)
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -12,9 +14,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from cod.errors import ImageError
+from cod.limits import DEFAULT_MAX_PIXELS, pixels_text
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm")
-DEFAULT_MAX_PIXELS = int(os.environ.get("COD_MAX_PIXELS", 16384 * 16384))
 
 
 def to_rgb_array(img: Image.Image, name: str = "image") -> np.ndarray:
@@ -35,22 +37,50 @@ def to_rgb_array(img: Image.Image, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
 
 
-def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Read an image file as HxWx3 uint8 RGB, with one-line errors for bad input."""
+def not_a_file(path: Path) -> str:
+    """Why ``path`` is not a readable regular file, in a few words."""
+    if path.is_symlink() and not path.exists():
+        return f"broken symbolic link (to {os.readlink(path)})"
+    if path.is_dir():
+        return "is a directory"
+    if path.exists():
+        return "not a regular file"
+    return "no such file"
+
+
+_PILLOW_LIMIT = threading.Lock()
+
+
+@contextmanager
+def _without_pillow_limit() -> Iterator[None]:
+    """Pillow's own decompression-bomb check off for one open: read_image checks the size
+    exactly against its ``max_pixels`` (which may be above Pillow's limit) before decoding."""
+    with _PILLOW_LIMIT:
+        before = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = before
+
+
+def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file as HxWx3 uint8 RGB, with one-line errors for bad input; images above
+    ``max_pixels`` (None: no limit) are refused before their pixels are decoded."""
     path = Path(path)
     if not path.is_file():
-        raise ImageError(f"{path}: no such file")
+        raise ImageError(f"{path}: {not_a_file(path)}")
     try:
-        with Image.open(path) as img:
+        with _without_pillow_limit(), Image.open(path) as img:
             w, h = img.size
-            if w * h > max_pixels:
-                raise ImageError(f"{path}: image is {w}x{h} ({w * h / 1e6:.0f} Mpx), above the limit of {max_pixels / 1e6:.0f} Mpx (COD_MAX_PIXELS)")
+            if max_pixels is not None and w * h > max_pixels:
+                raise ImageError(f"{path}: image is {w}x{h} ({pixels_text(w * h)}), above the limit of {pixels_text(max_pixels)} (--max-pixels, $COD_MAX_PIXELS)")
             img.load()
             return to_rgb_array(img, path.name)
     except ImageError:
         raise
     except Image.DecompressionBombError:
-        raise ImageError(f"{path}: image too large (decompression bomb limit)") from None
+        raise ImageError(f"{path}: image too large (decompression bomb limit; --max-pixels)") from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds
         raise ImageError(f"{path}: cannot read image ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'})") from None
 
@@ -126,6 +156,37 @@ def write_image(path: str | Path, array: np.ndarray) -> None:
     kwargs = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
     img.save(buf, format=fmt, **kwargs)
     atomic_write_bytes(path, buf.getvalue())
+
+
+@dataclass
+class Inputs:
+    """What a batch command was given (:func:`scan_inputs`)."""
+
+    files: list[Path]  # to process: given directly, or named like the inputs sought in a folder
+    skipped: list[Path]  # other files inside the folders (reported, not processed)
+
+
+def scan_inputs(inputs: list[str | Path], extensions: tuple[str, ...], recursive: bool = True) -> Inputs:
+    """Files given directly, plus every entry of the given folders named with one of
+    ``extensions`` (sorted), whatever it is, so that processing a broken link, or (when not
+    ``recursive``) a sub-folder named ``x.png``, fails with a message instead of vanishing
+    (``recursive``: sub-folders are walked, whatever their names). Other files in the folders
+    come back as ``skipped``."""
+    files: list[Path] = []
+    skipped: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if not p.is_dir():
+            files.append(p)
+            continue
+        for f in sorted(p.rglob("*") if recursive else p.iterdir()):
+            if recursive and f.is_dir():
+                continue
+            if f.suffix.lower() in extensions:
+                files.append(f)
+            elif not f.is_dir():
+                skipped.append(f)
+    return Inputs(files, skipped)
 
 
 def list_images(inputs: list[str | Path], recursive: bool = True) -> list[Path]:

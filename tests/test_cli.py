@@ -105,15 +105,13 @@ def test_bad_image_inputs(tmp_path, tiny_weights, capsys):
         assert not list(tmp_path.glob("*.cod"))
 
 
-def test_huge_image_refused(tmp_path, tiny_weights, monkeypatch, capsys):
-    import cod.image_io
-
+def test_huge_image_refused(tmp_path, tiny_weights, capsys):
     Image.fromarray(smooth_image(64, 64)).save(tmp_path / "big.png")
-    monkeypatch.setattr(cod.image_io, "DEFAULT_MAX_PIXELS", 1000)
-    monkeypatch.setattr(cod.image_io.read_image, "__defaults__", (1000,))
-    assert main(["compress", str(tmp_path / "big.png"), "--weights", str(tiny_weights["0.0312"])]) != 0
-    assert "above the limit" in capsys.readouterr().err
+    assert main(["compress", str(tmp_path / "big.png"), "--weights", str(tiny_weights["0.0312"]), "--max-pixels", "1000"]) != 0
+    assert "image is 64x64 (4096 pixels), above the limit of 1000 pixels (--max-pixels" in capsys.readouterr().err
     assert not (tmp_path / "big.png.cod").exists()
+    # and above Pillow's own limit when asked: Pillow's check moves with --max-pixels
+    assert main(["compress", str(tmp_path / "big.png"), "--weights", str(tiny_weights["0.0312"]), "--max-pixels", "none", "-q"]) == 0
 
 
 def _corrupt_variants(data):
@@ -238,7 +236,7 @@ def test_installed_models_are_picked_by_default_and_by_header(photo, tiny_weight
     capsys.readouterr()
     assert main(["decompress", str(other), "-o", str(tmp_path / "other.png")]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: no installed model wrote this file") and "--weights" in err
+    assert err.startswith(f"error: {other}: no installed model wrote this file") and "--weights" in err
     assert not (tmp_path / "other.png").exists()
 
 
@@ -250,3 +248,69 @@ def test_closed_pipe_is_quiet():
     p.wait(timeout=120)
     assert err == "", err
     assert p.returncode == 1
+
+
+# ------------------------------------------------------------------ batch reports (issue 17)
+def _batch_folder(tmp_path):
+    """Two good images, a broken one, a sub-folder named like an image (holding one image), a
+    broken symlink named like an image, and a text file."""
+    src = tmp_path / "src"
+    (src / "folder.png").mkdir(parents=True)
+    for name in ("a.png", "b.png", "folder.png/inner.png"):
+        Image.fromarray(smooth_image(32, 48)).save(src / name)
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (src / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (src / "notes.txt").write_text("not an image")
+    return src
+
+
+def test_batch_compress_names_every_failure_and_sums_up(tmp_path, tiny_weights, capsys):
+    src = _batch_folder(tmp_path)
+    out = tmp_path / "out"
+    assert main(["compress", str(src), "-o", str(out), "--weights", str(tiny_weights["0.0312"])]) == 1
+    cap = capsys.readouterr()
+    errors = [ln for ln in cap.err.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 2
+    assert any(ln.startswith(f"error: {src / 'broken.png'}: cannot read image") for ln in errors), errors
+    assert any(ln.startswith(f"error: {src / 'gone.jpg'}: broken symbolic link") for ln in errors), errors
+    summary = cap.err.strip().splitlines()[-1]
+    assert summary.startswith("compress: 3 ok, 2 failed, 1 skipped (not images") and "s/Mpx" in summary, summary
+    assert sorted(p.name for p in out.iterdir()) == ["a.png.cod", "b.png.cod", "inner.png.cod"]  # the folder named like an image is walked
+    # --verbose names the skipped file; --quiet keeps the summary only when something failed
+    assert main(["compress", str(src), "-o", str(out), "--weights", str(tiny_weights["0.0312"]), "-v", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert f"{src / 'notes.txt'}: skipped (not images)" in err and "2 failed" in err
+    good = tmp_path / "good"
+    good.mkdir()
+    Image.fromarray(smooth_image(32, 48)).save(good / "x.png")
+    Image.fromarray(smooth_image(32, 48)).save(good / "y.png")
+    assert main(["compress", str(good), "--weights", str(tiny_weights["0.0312"]), "-q"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_batch_decompress_names_every_failure_and_sums_up(tmp_path, tiny_weights, capsys):
+    w = str(tiny_weights["0.0312"])
+    d = tmp_path / "codes"
+    d.mkdir()
+    img = tmp_path / "x.png"
+    Image.fromarray(smooth_image(32, 48)).save(img)
+    for name in ("a", "b"):
+        assert main(["compress", str(img), "-o", str(d / f"{name}.cod"), "--weights", w, "-q"]) == 0
+    bad = bytearray((d / "a.cod").read_bytes())
+    bad[-1] ^= 1
+    (d / "crc.cod").write_bytes(bytes(bad))
+    (d / "dir.cod").mkdir()
+    (d / "link.cod").symlink_to(tmp_path / "missing.cod")
+    (d / "readme.txt").write_text("x")
+    out = tmp_path / "dec"
+    assert main(["decompress", str(d), "-o", str(out), "--weights", w]) == 1
+    cap = capsys.readouterr()
+    errors = sorted(ln for ln in cap.err.splitlines() if ln.startswith("error: "))
+    assert errors == [
+        f"error: {d / 'crc.cod'}: corrupt .cod file: CRC-32 mismatch",
+        f"error: {d / 'dir.cod'}: is a directory",
+        f"error: {d / 'link.cod'}: broken symbolic link (to {tmp_path / 'missing.cod'})",
+    ], errors
+    assert cap.err.strip().splitlines()[-1].startswith("decompress: 2 ok, 3 failed, 1 skipped (not .cod files")
+    assert "s/Mpx" in cap.err.strip().splitlines()[-1] and "s/Mpx)" in cap.out  # time per megapixel, per file and in all
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
