@@ -23,7 +23,7 @@ from cod import bitstream as bs
 from cod.entropy import IndexPrior
 from cod.errors import BitstreamError, CodError, ModelMismatchError
 from cod.image_io import as_rgb_array
-from cod.limits import DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, IMAGE_BYTES_PER_PIXEL, SCRATCH_FACTOR, check_memory, check_pixels
+from cod.limits import DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, IMAGE_BYTES_PER_PIXEL, MEMORY_CONSTANT, SCRATCH_FACTOR, check_memory, check_pixels
 from cod.models.lite import CoDLite
 from cod.nn.determinism import thread_independent_method
 from cod.nn.memory import meta_twin, peak_bytes
@@ -220,17 +220,20 @@ class IndexCodec:
     def decode_memory(self, height: int, width: int, grid: tuple[int, int], budget: int | None = None) -> int:
         """Estimated working memory (bytes) of decoding a ``width`` x ``height`` image on index
         ``grid``: the traced tensor peak of :meth:`_decode_trace` (cod.nn.memory) times
-        cod.limits.SCRATCH_FACTOR, plus the image buffers (IMAGE_BYTES_PER_PIXEL). With a
-        ``budget``, an upper bound may answer when it is below the budget: the bytes per pixel
-        of a small decode (they only fall with the size), before any trace of the full size on
-        the meta device (which is abandoned once it passes the budget)."""
-        image = IMAGE_BYTES_PER_PIXEL * height * width
+        cod.limits.SCRATCH_FACTOR, plus MEMORY_CONSTANT and the image buffers
+        (IMAGE_BYTES_PER_PIXEL a pixel). With a ``budget``, an upper bound may answer when it
+        is below the budget: the bytes per pixel of a small decode (they only fall with the
+        size), before any trace of the full size on the meta device (which is abandoned once it
+        passes the budget: the answer is then some value above the budget)."""
+        image = MEMORY_CONSTANT + IMAGE_BYTES_PER_PIXEL * height * width
         pixels = grid[0] * grid[1] * self.ds * self.ds
         if budget is not None:
             bound = int(SCRATCH_FACTOR * self._bytes_per_pixel_bound() * pixels) + image
             if bound <= budget:
                 return bound
-        stop = None if budget is None else max(0, int((budget - image) / SCRATCH_FACTOR))
+        if budget is not None and image > budget:
+            return image  # the buffers alone do not fit: no trace needed
+        stop = None if budget is None else int((budget - image) / SCRATCH_FACTOR)
         twins = self.__dict__.setdefault("_meta_twins", {})
         return int(SCRATCH_FACTOR * peak_bytes(lambda: self._decode_trace(grid, twins, "meta"), stop)) + image
 

@@ -23,12 +23,17 @@ import re
 
 from cod.errors import CodError, LimitError
 
-#: Ratio of a decode's measured peak RSS growth to its traced tensor peak (cod.nn.memory), rounded
-#: up (docs/reliability.md): what kernels allocate inside, allocator slack.
-SCRATCH_FACTOR = 1.6
-#: Bytes per output pixel beyond the network's tensors: the float -> uint8 conversion's
-#: temporaries, the decoded array, PIL's copy (4 bytes a pixel), the writer's copy, the PNG buffer.
-IMAGE_BYTES_PER_PIXEL = 40
+# The estimate of a decode's working memory (cod.codec.IndexCodec.decode_memory) is
+#   SCRATCH_FACTOR x traced tensor peak + MEMORY_CONSTANT + IMAGE_BYTES_PER_PIXEL x pixels,
+# the constants set above the peak RSS growth of `cod decompress` measured from 256x256 to
+# 4096x4096 (docs/reliability.md, "Calibration"):
+#: what kernels allocate inside an operator (oneDNN scratch, im2col), allocator slack;
+SCRATCH_FACTOR = 1.25
+#: worker threads' stacks and arenas, libraries' first-use buffers (bytes);
+MEMORY_CONSTANT = 64 * 2**20
+#: the decoded image after the network: the uint8 array, PIL's copy (4 bytes a pixel), the
+#: writer's copy and the PNG buffer.
+IMAGE_BYTES_PER_PIXEL = 16
 
 #: Pillow's DecompressionBombError threshold (2 x PIL.Image.MAX_IMAGE_PIXELS), about 13377 x 13377.
 PILLOW_BOMB_PIXELS = 2 * (1024 * 1024 * 1024 // 4 // 3)
@@ -114,7 +119,7 @@ def check_memory(need: int, max_memory: int | None, width: int, height: int) -> 
     """LimitError when a decode's estimated working memory is above ``max_memory`` (None: no budget)."""
     if max_memory is not None and need > max_memory:
         raise LimitError(
-            f"decoding this {width}x{height} image needs about {format_bytes(need)}, above the memory budget of {format_bytes(max_memory)} "
+            f"decoding this {width}x{height} image needs an estimated {format_bytes(need)} or more, above the memory budget of {format_bytes(max_memory)} "
             "(--max-memory / max_memory=, $COD_MAX_MEMORY)"
         )
 
@@ -125,4 +130,4 @@ def check_steps(steps: int, max_steps: int | None, what: str) -> None:
         raise LimitError(f"{what} {steps} network evaluations, above the limit of {max_steps} (max_steps=, $COD_MAX_STEPS)")
 
 
-__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MAX_MEMORY", "DEFAULT_MAX_STEPS", "check_steps", "SCRATCH_FACTOR", "IMAGE_BYTES_PER_PIXEL", "PILLOW_BOMB_PIXELS", "parse_count", "parse_memory", "format_bytes", "check_pixels", "check_memory", "pixels_text"]
+__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MAX_MEMORY", "DEFAULT_MAX_STEPS", "check_steps", "SCRATCH_FACTOR", "MEMORY_CONSTANT", "IMAGE_BYTES_PER_PIXEL", "PILLOW_BOMB_PIXELS", "parse_count", "parse_memory", "format_bytes", "check_pixels", "check_memory", "pixels_text"]

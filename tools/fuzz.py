@@ -4,6 +4,7 @@
     python tools/fuzz.py --runs 100000                # the long run
     python tools/fuzz.py --max-time 40                # what the test suite runs (tests/test_fuzz.py)
     python tools/fuzz.py --replay DIR_OR_FILE ...     # saved inputs through the targets, once each
+    python tools/fuzz.py --replay CORPUS --coverage   # and the line coverage of the readers (coverage.py)
 
 An input is one selector byte (which reader, :data:`TARGETS`) followed by the file's bytes.
 The seeds are valid files of every kind, made at start: .cod v1 and v2 (static and context
@@ -18,7 +19,7 @@ Every input must end in an image of the size its header claims, or a CodError. A
 (another exception, a wrong size, an input running over --timeout seconds or the process over
 --rss-limit-mb) is a finding: libFuzzer stops and writes the input to crash-* / timeout-* /
 oom-* in the working folder; add it to tests/data/fuzz/ as a regression test. The codecs here
-run with small limits (max_pixels = 128 x 128, max_steps = 12), so that every accepted input
+run with small limits (max_pixels = 128 x 128, max_steps = 64), so that every accepted input
 decodes in milliseconds and the limits themselves are fuzzed.
 
 Needs atheris (``pip install 'cod[fuzz]'``). Coverage counts only cod's own modules.
@@ -40,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 FUZZ_MAX_PIXELS = 128 * 128
-FUZZ_MAX_STEPS = 12
+FUZZ_MAX_STEPS = 64  # the DiffC finish alone is 52 evaluations
 FUZZ_SEED = 17
 
 
@@ -293,6 +294,10 @@ def make_mutator(atheris):
 
 
 # ------------------------------------------------------------------ main
+#: The modules that read untrusted bytes, for --coverage.
+READERS = ["bitstream.py", "codec.py", "cod_codec.py", "entropy.py", "limits.py", "diffusion/settings.py", "diffc/payload.py", "diffc/coding.py", "diffc/chain.py"]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=None, help="inputs to run (default: until --max-time)")
@@ -302,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus", default=None, help="corpus folder to keep (default: a temporary one)")
     ap.add_argument("--seed", type=int, default=1, help="libFuzzer -seed")
     ap.add_argument("--replay", nargs="*", default=None, help="run these inputs (files or folders) once each, without fuzzing")
+    ap.add_argument("--coverage", action="store_true", help="with --replay: line coverage of the reader modules by the inputs (coverage.py; seeds made before it starts)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = ap.parse_args(argv)
 
@@ -309,13 +315,28 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     fuzzing = args.replay is None
+    if args.coverage:
+        global COVERAGE
+        import coverage
+
+        COVERAGE = coverage.Coverage(include=[str(ROOT / "cod" / m) for m in READERS])
+        COVERAGE.start()  # before cod's import (its module-level lines count); seeds are made under another context
     cod = _import_cod(instrument=fuzzing)
+    if args.coverage:
+        COVERAGE.switch_context("seeds")
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="cod-fuzz-") as tmp:
         targets, seeds = build_targets(cod)
         print(f"{len(targets)} targets: {', '.join(t.name for t in targets)}; {len(seeds)} seeds, built in {time.time() - t0:.1f} s", flush=True)
         if not fuzzing:
-            return replay(targets, [Path(p) for p in args.replay] or [ROOT / "tests" / "data" / "fuzz"])
+            paths = [Path(p) for p in args.replay] or [ROOT / "tests" / "data" / "fuzz"]
+            if not args.coverage:
+                return replay(targets, paths)
+            COVERAGE.switch_context("replay")
+            rc = replay(targets, paths)
+            COVERAGE.stop()
+            report_coverage(COVERAGE)
+            return rc
         import atheris
 
         corpus = Path(args.corpus) if args.corpus else Path(tmp) / "corpus"
@@ -340,6 +361,26 @@ def main(argv: list[str] | None = None) -> int:
         atheris.Setup(flags, test_one_input, custom_mutator=make_mutator(atheris))
         atheris.Fuzz()
     return 0
+
+
+COVERAGE = None
+
+
+def report_coverage(cov) -> None:
+    """Line coverage of the reader modules by the replayed inputs: lines run while importing
+    cod or while replaying (not those run only to make the seeds)."""
+    data = cov.get_data()
+    data.set_query_contexts(["^$", "^replay$"])
+    print(f"{'module':<24} {'lines':>6} {'run':>6} {'cover':>6}")
+    total = hit = 0
+    for m in READERS:
+        f = str(ROOT / "cod" / m)
+        statements = set(cov.analysis2(f)[1])
+        lines = set(data.lines(f) or ()) & statements
+        total += len(statements)
+        hit += len(lines)
+        print(f"{m:<24} {len(statements):>6} {len(lines):>6} {100 * len(lines) / max(1, len(statements)):>5.0f}%")
+    print(f"{'all':<24} {total:>6} {hit:>6} {100 * hit / max(1, total):>5.0f}%")
 
 
 def replay(targets: list[Target], paths: list[Path]) -> int:
