@@ -95,8 +95,8 @@ CODLITE_SMALL: dict[str, Any] = {
     "hidden_size_x": 16,
     "num_blocks": 8,  # 6 DiCo blocks + 2 pixel-head blocks
     "num_cond_blocks": 6,
-    "encoder_channels": 32,
-    "latent_channels": 32,
+    "encoder_channels": 64,
+    "latent_channels": 64,
 }
 SMALL_RATES = ("0.0312", "0.125")
 
