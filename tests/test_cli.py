@@ -152,13 +152,14 @@ def test_corruption_suite_cli(tmp_path, tiny_weights):
     assert not (bad_dir / "flip00100.decoded.png").exists()
 
 
-def test_convert_errors_name_the_key(conformance_dir, tmp_path, capsys):
+def test_convert_errors_name_the_key(tmp_path, capsys):
     import torch
     import yaml
 
     from tests.conformance import load_manifest, official_state_dict
+    from tests.conftest import conformance_case
 
-    man = load_manifest(conformance_dir / "A3_codlite_0.0156")
+    man = load_manifest(conformance_case("A4_codlite_0.0312"))
     sd = {f"net.{k}": v for k, v in official_state_dict(man).items()}
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"model": {"net": {"init_args": man["constructor_args"]}}}))
