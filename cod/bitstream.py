@@ -30,11 +30,13 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from cod.errors import BitstreamError, ModelMismatchError
 from cod.zoo import FAMILY_NAMES
+
+if TYPE_CHECKING:
+    import numpy as np  # imported where used: reading a header (`cod info`) needs no numpy
 
 MAGIC = b"CoD"
 VERSION = 1  # fixed-length indices
@@ -54,6 +56,8 @@ def pack_indices(indices: np.ndarray, bits: int) -> bytes:
     >>> pack_indices(np.array([1, 2, 3, 15, 0, 7]), 4).hex()
     '123f07'
     """
+    import numpy as np
+
     idx = np.asarray(indices, dtype=np.int64).ravel()
     if not 1 <= bits <= 16:
         raise ValueError(f"bits must be in 1..16, got {bits}")
@@ -66,6 +70,8 @@ def pack_indices(indices: np.ndarray, bits: int) -> bytes:
 
 def unpack_indices(payload: bytes, count: int, bits: int) -> np.ndarray:
     """Inverse of :func:`pack_indices`; reads exactly ``count`` indices."""
+    import numpy as np
+
     need = packed_size(count, bits)
     if len(payload) < need:
         raise BitstreamError(f"payload holds {len(payload)} bytes, {need} needed for {count} indices")
@@ -200,6 +206,8 @@ def read_official(data: bytes, height_first: bool = False) -> tuple[int, int, by
 
 def model_tag_of(codebook: np.ndarray) -> int:
     """16-bit fingerprint of a model's weights: CRC-32 of its float32 codebook, low 16 bits."""
+    import numpy as np
+
     arr = np.ascontiguousarray(np.asarray(codebook, dtype="<f4"))
     return zlib.crc32(arr.tobytes()) & 0xFFFF
 

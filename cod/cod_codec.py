@@ -43,7 +43,7 @@ def official_uint8(x: torch.Tensor) -> torch.Tensor:
     return ((x.to(torch.bfloat16) + 1) * 127.5 + 0.5).clamp(0, 255).to(torch.uint8)
 
 
-@dataclass
+@dataclass(repr=False)  # IndexCodec's one-line repr, not the network's
 class CoDCodec(IndexCodec):
     """A loaded CoD model (pixel or latent) ready to compress and decompress.
 
@@ -80,6 +80,10 @@ class CoDCodec(IndexCodec):
     def ds(self) -> int:
         """Image pixels per index along a side (the header's ds field; ds/2 for stage-1 models)."""
         return self.model.index_stride
+
+    def _repr_extra(self) -> dict[str, Any]:
+        s = self.default_settings
+        return {"steps": s.steps, "cfg": s.cfg, "sampler": s.sampler, "seed": s.seed}
 
     @property
     def default_settings(self) -> DecodeSettings:
