@@ -74,6 +74,32 @@ def _decode_kwargs(args: argparse.Namespace, codec) -> dict[str, Any]:
     return kw
 
 
+def _add_diffc_args(p: argparse.ArgumentParser) -> None:
+    from cod.diffc.payload import CPU_MAX_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
+
+    g = p.add_argument_group("DiffC (CoD models): code the reverse diffusion chain after the indices, for any rate above theirs (docs/diffc.md)")
+    g.add_argument("--diffc", action="store_true", help="write a DiffC file (.cod v3) at the rate --bpp or --diffc-step; decompress needs no flags")
+    g.add_argument("--bpp", type=float, default=None, help="target rate of the whole file (header included), bits per pixel of the original image; lands within a step of the chain")
+    g.add_argument("--diffc-step", type=int, default=None, metavar="N", help="code N steps of the chain instead of a target rate (0..142 pixel, 0..160 latent)")
+    g.add_argument("--diffc-chunk", type=int, default=None, metavar="BITS", help=f"max_chunk_size, {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE} (default {CPU_MAX_CHUNK_SIZE}): the encoder's time per step grows as 2^BITS, the bits spent above the KL shrink")
+
+
+def _diffc_kwargs(args: argparse.Namespace, codec, decode_kw: dict[str, Any]) -> dict[str, Any]:
+    """--diffc, --bpp, --diffc-step, --diffc-chunk, checked once before any image (the codec's
+    diffc_options); an error for CoD-Lite."""
+    kw = {k: v for k, v in dict(bpp=args.bpp, diffc_step=args.diffc_step, diffc_chunk=args.diffc_chunk).items() if v is not None}
+    if not (args.diffc or kw):
+        return {}
+    flags = ", ".join(f"--{k.replace('_', '-')}" for k in (["diffc"] if args.diffc else []) + list(kw))
+    if not getattr(codec, "diffc_capable", False):
+        raise UsageError(f"{flags}: {codec.name} decodes in one step; DiffC runs on the CoD models (cod-pixel, cod-latent)")
+    if not args.diffc:
+        raise UsageError(f"{flags}: apply to DiffC; add --diffc")
+    kw["diffc"] = True
+    codec.diffc_options(**kw, **decode_kw, format=getattr(args, "format", "cod"))
+    return kw
+
+
 def _load_codec(args: argparse.Namespace, **kw: Any):
     import cod
 
@@ -140,26 +166,42 @@ def plan_outputs(
 
 
 # ---------------------------------------------------------------- commands
-def cmd_compress(args: argparse.Namespace) -> int:
-    from cod.image_io import atomic_write_bytes, list_images, read_image
+def _input_images(args: argparse.Namespace) -> list[Path]:
+    """The input images of compress and evaluate (files and folders), or a clear error."""
+    from cod.image_io import list_images
 
     files = list_images(args.inputs)
     if not files:
         raise CodError("no input images found")
+    return files
+
+
+def _image_codec(args: argparse.Namespace):
+    """The codec of compress and evaluate (--pad, --entropy)."""
+    return _load_codec(args, pad_mode=args.pad, entropy=getattr(args, "entropy", "on") == "on")
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from cod.image_io import atomic_write_bytes, read_image
+
+    files = _input_images(args)
     folder_input = any(Path(i).is_dir() for i in args.inputs)
     pairs = plan_outputs(files, args.output, lambda f: f.name + ".cod", args.force, folder_input)
-    codec = _load_codec(args, pad_mode=args.pad)
+    codec = _image_codec(args)
     decode_kw = _decode_kwargs(args, codec)
+    diffc_kw = _diffc_kwargs(args, codec, decode_kw)
     if args.format == "official":
         print("note: the official format stores no original size; the decoded image keeps the padding", file=sys.stderr)
 
     def one(src: Path, dst: Path) -> None:
         image = read_image(src)
-        data = codec.compress(image, format=args.format, **decode_kw)
+        data = codec.compress(image, format=args.format, **decode_kw, **diffc_kw)
         atomic_write_bytes(dst, data, overwrite=args.force)
         if not args.quiet:
             h, w = image.shape[:2]
-            print(f"{src} -> {dst}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp")
+            d = codec.last_diffc if diffc_kw else None
+            more = f"; DiffC {d.n_steps} steps (stops at tau {d.steps[-1].tau_next if d.steps else 1000}), {8 * len(d.payload)} payload bits" if d else ""
+            print(f"{src} -> {dst}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp{more}")
 
     return _run_pairs(pairs, "compress", one)
 
@@ -234,7 +276,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         h = f.header
         info = {
             "file": str(path),
-            "format_version": bs.VERSION,
+            "format_version": h.version,
             "family": h.family_name,
             "ds": h.ds,
             "codebook_bits": h.bits,
@@ -247,7 +289,23 @@ def cmd_info(args: argparse.Namespace) -> int:
             "bpp": round(f.bpp, 6),
             "crc": "ok",
         }
-        info["index_grid"] = list(bs.grid_size(h.height, h.width, h.ds, pad_multiple(h.ds)))
+        grid = bs.grid_size(h.height, h.width, h.ds, pad_multiple(h.ds))
+        info["index_grid"] = list(grid)
+        n_idx = grid[0] * grid[1]
+        if h.coding:  # .cod v2: what the range coder paid, against the fixed-length v1 file
+            fixed = f.size - len(f.payload) - (3 if h.version == bs.VERSION_ENTROPY else 0) + bs.packed_size(n_idx, h.bits)
+            info.update(index_coding=bs.CODING_NAMES.get(h.coding, str(h.coding)), prior_tag=f"{h.prior_tag:04x}",
+                        bits_per_index=round(8 * len(f.payload) / n_idx, 4), saving=f"{100 * (1 - f.size / fixed):.1f}% against fixed-length indices ({fixed} bytes with them)")
+        else:
+            info.update(index_coding="fixed-length", bits_per_index=h.bits)
+        if f.diffc is not None:  # .cod v3: the coded chain after the indices
+            from cod.diffc.payload import DiffCPayload
+
+            info.update(payload_bytes=len(f.payload) + len(f.diffc), index_bytes=len(f.payload), diffc_bytes=len(f.diffc), diffc_bits=8 * len(f.diffc))
+            try:
+                info.update(DiffCPayload.from_bytes(f.diffc).describe())
+            except CodError as exc:
+                info["diffc"] = f"unreadable ({exc})"
         if h.settings:  # family-specific: read through the registry (which imports torch)
             from cod.families import family_of_code
 
@@ -268,21 +326,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from cod.eval.metrics import ms_ssim, psnr
-    from cod.image_io import atomic_write_bytes, list_images, read_image
+    from cod.image_io import atomic_write_bytes, read_image
 
-    files = list_images(args.inputs)
-    if not files:
-        raise CodError("no input images found")
+    files = _input_images(args)
     if args.json:
         refuse_existing([args.json], args.force)
-    codec = _load_codec(args, pad_mode=args.pad)
+    codec = _image_codec(args)
+    diffc_kw = _diffc_kwargs(args, codec, {})
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="cod-eval-") as tmp:
 
         def one(src: Path, cod_path: Path) -> None:
             ref = read_image(src)
             t0 = time.perf_counter()
-            data = codec.compress(ref)
+            data = codec.compress(ref, **diffc_kw)
             t_enc = time.perf_counter() - t0
             atomic_write_bytes(cod_path, data)
             t0 = time.perf_counter()
@@ -359,6 +416,22 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fit_prior(args: argparse.Namespace) -> int:
+    from cod.priors import fit_model_prior
+
+    out = Path(args.output)
+    if args.groups < 1 or args.max_side < 16:
+        raise UsageError("--groups must be >= 1 and --max-side >= 16")
+    refuse_existing([out], args.force)
+    r = fit_model_prior(args.weights, args.data, out, groups=args.groups, max_side=args.max_side, device=args.device,
+                        config_yaml=args.config, unsafe_pickle=args.unsafe_pickle, progress=lambda files: _progress(list(files), "fit-prior"))
+    held = r.get("held_out_bits_per_index", {}).get(str(r["alpha"]))
+    held_s = f"; held-out images: {held:.3f} bits/index with the context model, {r['held_out_static_bits_per_index']:.3f} static" if held else ""
+    print(f"{out}: prior {r['prior_tag']} fitted on {r['images']} images ({r['indices']} indices, {r['codes_seen']}/{2 ** r['bits']} codes seen){held_s}; "
+          f"fixed length is {r['bits']} bits; {r['seconds']:.0f} s")
+    return 0
+
+
 # ------------------------------------------------------------------ parser
 EPILOG = """exit codes: 0 success; 1 runtime error (an input missing, unreadable or corrupt, weights
 that do not fit, a missing package); 2 usage error (bad arguments, an unknown model, an output
@@ -381,11 +454,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("-o", "--output", default=None, help="output folder (or file, for one input); default: NAME.cod next to the input")
     _add_model_args(p)
-    p.add_argument("--format", default="cod", choices=FORMATS, help="container: ours (v1) or the original code's 4-byte header")
+    p.add_argument("--format", default="cod", choices=FORMATS, help="container: ours or the original code's 4-byte header (fixed-length indices)")
+    p.add_argument("--entropy", default="on", choices=["on", "off"], help="on: range-code the indices under the weights' prior (.cod v2, and inside DiffC files) when they carry one (`cod fit-prior`); off: fixed-length indices (.cod v1)")
     p.add_argument("--pad", default="replicate", choices=PAD_MODES, help="padding to the model multiple")
     add_force_arg(p)
     p.add_argument("-q", "--quiet", action="store_true")
     _add_decode_args(p, "stored in the file")
+    _add_diffc_args(p)
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("decompress", help=".cod files -> images")
@@ -402,8 +477,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="image files or folders")
     _add_model_args(p)
     p.add_argument("--pad", default="replicate", choices=PAD_MODES)
+    p.add_argument("--entropy", default="on", choices=["on", "off"], help="as for compress")
     p.add_argument("--json", default=None, help="write results to this JSON file")
     add_force_arg(p, "--json file")
+    _add_diffc_args(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("info", help="describe .cod files (reads the header only)")
@@ -421,6 +498,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-strict", dest="strict", action="store_false", help="drop checkpoint tensors the model does not have (unknown keys, other shapes); every tensor of the model must still be there")
     add_force_arg(p, "output file")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("fit-prior", help="fit the index prior of a model on training images (entropy coding, .cod v2)")
+    p.add_argument("data", nargs="+", help="training image folders or files (never the evaluation set)")
+    p.add_argument("--weights", "-w", required=True, help="the model: our .safetensors or an official .pt (+ .yaml)")
+    p.add_argument("--config", default=None, help="official .yaml for an official .pt (default: next to it)")
+    p.add_argument("-o", "--output", required=True, help="weights file to write: the model plus its prior")
+    p.add_argument("--groups", type=int, default=16, help="codebook classes of the context model (default 16)")
+    p.add_argument("--max-side", type=int, default=2048, help="downscale larger images to this side first (default 2048)")
+    add_force_arg(p, "output file")
+    add_unsafe_pickle_arg(p)
+    add_device_arg(p)
+    p.set_defaults(func=cmd_fit_prior)
 
     p = sub.add_parser("models", help="list the models of every family and the installed weights")
     p.set_defaults(func=cmd_models)

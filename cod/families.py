@@ -33,12 +33,13 @@ from cod.checkpoint import load_state_strict, read_config, read_tensor, read_wei
 from cod.cod_codec import CoDCodec
 from cod.codec import CoDLiteCodec, IndexCodec, resolve_device
 from cod.config import ModelConfig
+from cod.entropy import IndexPrior, split_prior
 from cod.errors import CheckpointError, ConfigError, ModelMismatchError, UsageError
 from cod.models.latent_dit import CoDLatentConfig, build_latent_dit
 from cod.models.lite import CoDLiteConfig, build_codlite
 from cod.models.pixel_dit import CoDPixelConfig, build_pixel_dit
 from cod.official import CODLITE_OFFICIAL, COD_LATENT_OFFICIAL, COD_PIXEL_OFFICIAL, OfficialFormat, is_official_checkpoint, official_yaml_for, read_yaml
-from cod.zoo import DEFAULT_MODEL, FAMILY_CODES, MODELS, get_config
+from cod.zoo import DEFAULT_MODEL, FAMILY_CODES, MODELS, RETIRED_MODELS, get_config
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -214,8 +215,10 @@ def load_network(
     seed: int = 0,
     unsafe_pickle: bool = False,
     family: str | Sequence[str] | None = None,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """(network, config dict) of a model, its weights loaded strictly.
+    with_prior: bool = False,
+) -> tuple[nn.Module, dict[str, Any]] | tuple[nn.Module, dict[str, Any], IndexPrior | None]:
+    """(network, config dict) of a model, its weights loaded strictly; with ``with_prior``,
+    also the index prior stored in our weights file (cod.entropy), or None.
 
     ``weights``: our .safetensors, an official .pt (+ its .yaml, beside it or ``config_yaml``;
     ``unsafe_pickle`` allows pickled objects in it), or None for the installed weights of
@@ -229,7 +232,8 @@ def load_network(
         config = model_config(name)
         fam = family_of(config, name, allowed)
         torch.manual_seed(seed)
-        return fam.build(fam.config(config, name)), config
+        model = fam.build(fam.config(config, name))
+        return (model, config, None) if with_prior else (model, config)
     if weights is None:
         name, weights = _installed_for(name, allowed)
     weights = Path(weights)
@@ -238,8 +242,10 @@ def load_network(
         yaml_path = official_yaml_for(weights, config_yaml)
         converter = official_family(yaml_path).official
         config, state, _ = converter.convert(weights, yaml_path, unsafe_pickle=unsafe_pickle, name=name)
+        prior = None
     else:
         config, state = read_weights(weights)
+        prior = IndexPrior.from_tensors(int(config.get("codebook_bits", 0)), split_prior(state))
     fam = family_of(config, str(weights), allowed)
     typed = fam.config(config, str(weights))
     if name is not None and name in MODELS:
@@ -248,7 +254,8 @@ def load_network(
             got = ", ".join(f"{k}={config.get(k)}" for k in keys)
             raise CheckpointError(f"{weights} holds a model with {got}, not {name}")
     config.setdefault("name", name or weights.stem)
-    return _with_weights(fam, typed, config, state, official), config
+    model = _with_weights(fam, typed, config, state, official)
+    return (model, config, prior) if with_prior else (model, config)
 
 
 def load(
@@ -263,16 +270,19 @@ def load(
     progress: bool = False,
     unsafe_pickle: bool = False,
     family: str | Sequence[str] | None = None,
+    entropy: bool = True,
 ) -> IndexCodec:
     """Load a codec of any family (``cod.load``): the family comes from the name or the
     weights (see :func:`load_network` for ``name``, ``weights``, ``random_init``, ``family``).
     ``device``: cpu, cuda or auto. Options the family's codec takes: ``vae`` (latent CoD: the
-    SD-VAE folder, loaded on first decode) and ``progress`` (a bar over the sampling steps)."""
+    SD-VAE folder, loaded on first decode) and ``progress`` (a bar over the sampling steps).
+    ``entropy``: write .cod v2 (range-coded indices) when the weights carry an index prior;
+    False writes v1. Files of either version decode either way."""
     dev = resolve_device(device)
-    model, config = load_network(name, weights, config_yaml, random_init, seed, unsafe_pickle, family)
+    model, config, prior = load_network(name, weights, config_yaml, random_init, seed, unsafe_pickle, family, with_prior=True)
     codec_cls = FAMILIES[config["family"]].codec
     takes = {f.name for f in dataclasses.fields(codec_cls)}
-    options = {k: v for k, v in {"vae": vae, "progress": progress}.items() if k in takes}
+    options = {k: v for k, v in {"vae": vae, "progress": progress, "prior": prior, "entropy": entropy}.items() if k in takes}
     return codec_cls(model, config, dev, pad_mode=pad_mode, **options)
 
 
@@ -302,6 +312,9 @@ def installed_codec_for(data: bytes, device: str | torch.device | None = "cpu", 
             if name not in cache:
                 cache[name] = load(name, device=device)
             return cache[name]
+    retired = RETIRED_MODELS.get((header.ds, header.bits, header.model_tag)) if header.family == FAMILY_CODES["codlite"] else None
+    if retired:
+        raise ModelMismatchError(f"this file was written by the retired model {retired}; decode it with --weights old.safetensors")
     raise ModelMismatchError(
         f"no installed model wrote this file ({header.family_name}, ds={header.ds}, {header.bits}-bit codebook, model tag {header.model_tag:04x}); "
         "pass --weights PATH (installed: " + (", ".join(installed_weights()) or "none") + ")"
