@@ -7,15 +7,28 @@
 
 Every family (CoD-Lite, CoD pixel, CoD latent) loads through cod.load (cod.families);
 cod.MODELS names every model of every family (cod.zoo). docs/architecture.md maps the package.
+The names that need torch are imported on first use (PEP 562, lazy_loader), so that `import cod.errors`
+or `cod --help` does not load torch.
 """
-from cod.cod_codec import CoDCodec
-from cod.codec import CoDLiteCodec
-from cod.errors import BitstreamError, CheckpointError, CodError, ConfigError, ImageError, ModelMismatchError
-from cod.families import FAMILIES, installed_weights, load, load_cod, load_network
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import lazy_loader
+
+from cod.errors import BitstreamError, CheckpointError, CodError, ConfigError, ImageError, ModelMismatchError, UsageError
 from cod.zoo import MODELS, RATES
 
+if TYPE_CHECKING:  # what the lazy names below resolve to
+    from cod.cod_codec import CoDCodec
+    from cod.codec import CoDLiteCodec
+    from cod.families import FAMILIES, installed_weights, load, load_cod, load_network
+
 __version__ = "0.1.0"
+_LAZY = {"cod_codec": ["CoDCodec"], "codec": ["CoDLiteCodec"], "families": ["FAMILIES", "installed_weights", "load", "load_cod", "load_network"]}
 __all__ = [
     "load", "load_cod", "load_network", "installed_weights", "FAMILIES", "CoDLiteCodec", "CoDCodec", "MODELS", "RATES",
-    "CodError", "BitstreamError", "CheckpointError", "ConfigError", "ImageError", "ModelMismatchError",
+    "CodError", "UsageError", "BitstreamError", "CheckpointError", "ConfigError", "ImageError", "ModelMismatchError",
 ]
+
+__getattr__, __dir__, _ = lazy_loader.attach(__name__, submod_attrs=_LAZY)

@@ -35,11 +35,13 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from cod.errors import BitstreamError, ModelMismatchError
 from cod.zoo import FAMILY_NAMES
+
+if TYPE_CHECKING:
+    import numpy as np  # imported where used: reading a header (`cod info`) needs no numpy
 
 MAGIC = b"CoD"
 VERSION = 1  # fixed-length indices
@@ -52,6 +54,10 @@ _FIXED = struct.Struct(">3sBBBBHIIB")  # magic..n_settings (18 bytes)
 _TAIL = struct.Struct(">II")  # payload length, CRC-32
 HEADER_MIN = _FIXED.size + _TAIL.size  # 26 bytes
 MAX_SIDE = 2**32 - 1
+#: Index codings written in a v2/v3 header (docs/format.md; cod.entropy codes them).
+CODING_STATIC = 1
+CODING_CONTEXT = 2
+CODING_NAMES = {CODING_STATIC: "static", CODING_CONTEXT: "context"}
 
 
 # ----------------------------------------------------------------- packing
@@ -61,6 +67,8 @@ def pack_indices(indices: np.ndarray, bits: int) -> bytes:
     >>> pack_indices(np.array([1, 2, 3, 15, 0, 7]), 4).hex()
     '123f07'
     """
+    import numpy as np
+
     idx = np.asarray(indices, dtype=np.int64).ravel()
     if not 1 <= bits <= 16:
         raise ValueError(f"bits must be in 1..16, got {bits}")
@@ -73,6 +81,8 @@ def pack_indices(indices: np.ndarray, bits: int) -> bytes:
 
 def unpack_indices(payload: bytes, count: int, bits: int) -> np.ndarray:
     """Inverse of :func:`pack_indices`; reads exactly ``count`` indices."""
+    import numpy as np
+
     need = packed_size(count, bits)
     if len(payload) < need:
         raise BitstreamError(f"payload holds {len(payload)} bytes, {need} needed for {count} indices")
@@ -173,7 +183,7 @@ def read_cod(data: bytes) -> CodFile:
         raise BitstreamError("corrupt .cod file: CRC-32 mismatch")
     if height == 0 or width == 0 or ds == 0 or not 1 <= bits <= 16:
         raise BitstreamError(f"corrupt .cod file: invalid header (size {height}x{width}, ds {ds}, bits {bits})")
-    if extra and coding not in ((1, 2) if version == VERSION_ENTROPY else (0, 1, 2)):
+    if extra and coding not in (tuple(CODING_NAMES) if version == VERSION_ENTROPY else (0, *CODING_NAMES)):
         raise BitstreamError(f"corrupt .cod file: unknown index coding {coding}")
     header = CodHeader(family, ds, bits, tag, height, width, settings, coding, prior_tag, diffc=index_len is not None)
     if index_len is None:
@@ -221,6 +231,8 @@ def read_official(data: bytes, height_first: bool = False) -> tuple[int, int, by
 
 def model_tag_of(codebook: np.ndarray) -> int:
     """16-bit fingerprint of a model's weights: CRC-32 of its float32 codebook, low 16 bits."""
+    import numpy as np
+
     arr = np.ascontiguousarray(np.asarray(codebook, dtype="<f4"))
     return zlib.crc32(arr.tobytes()) & 0xFFFF
 

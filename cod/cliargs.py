@@ -1,15 +1,18 @@
 """Arguments shared by the subcommands of `cod` (cod/cli.py, cod/eval/cli.py) and the benchmarks:
-one --device, one --unsafe-pickle, one image-size convention (WIDTHxHEIGHT, as image tools print it)."""
+one --device, one --unsafe-pickle, one --force with one rule for existing outputs, one image-size
+convention (WIDTHxHEIGHT, as image tools print it). No torch here: `cod --help` stays fast."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Iterable
 
-from cod.errors import CodError
+from cod.errors import UsageError
 
 
 def add_device_arg(p: argparse.ArgumentParser, what: str = "") -> None:
     """--device with the same choices and default everywhere (cod.codec.resolve_device)."""
-    from cod.codec import DEVICES
+    from cod.zoo import DEVICES
 
     p.add_argument("--device", default="auto", choices=DEVICES, help=f"device{what} (default: auto, cuda if available, else cpu)")
 
@@ -45,7 +48,23 @@ def parse_size(text: str, flag: str = "--size") -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise CodError(f"{flag}: expected WIDTHxHEIGHT like 1920x1024, got {text!r}") from None
+        raise UsageError(f"{flag}: expected WIDTHxHEIGHT like 1920x1024, got {text!r}") from None
     if w < 1 or h < 1:
-        raise CodError(f"{flag}: width and height must be positive, got {text!r}")
+        raise UsageError(f"{flag}: width and height must be positive, got {text!r}")
     return h, w
+
+
+def add_force_arg(p: argparse.ArgumentParser, what: str = "output files") -> None:
+    """--force: the one way to let a command replace existing files (see :func:`refuse_existing`)."""
+    p.add_argument("--force", "-f", action="store_true", help=f"replace existing {what} (default: refuse, naming the file)")
+
+
+def refuse_existing(paths: Iterable[str | Path], force: bool, hint: str = "pass --force to replace it") -> None:
+    """No silent overwrite: a UsageError naming the first of ``paths`` that exists (and how many
+    more do), unless ``force``. Called before any work, so a refused command changes nothing."""
+    if force:
+        return
+    existing = [Path(p) for p in paths if Path(p).exists()]
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise UsageError(f"{existing[0]} exists{more}; {hint}")

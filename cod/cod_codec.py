@@ -38,7 +38,7 @@ from cod.diffc import encode as diffc_encode
 from cod.diffusion.samplers import StepInfo, flow_timesteps, get_sampler, guided, initial_noise
 from cod.diffusion.settings import DecodeSettings
 from cod.entropy import IndexPrior
-from cod.errors import CodError
+from cod.errors import CodError, UsageError
 from cod.image_io import as_rgb_array
 from cod.limits import DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, DEFAULT_MAX_STEPS, check_steps
 from cod.models.cod_dit import CoDDiTBase
@@ -56,7 +56,7 @@ def official_uint8(x: torch.Tensor) -> torch.Tensor:
     return ((x.to(torch.bfloat16) + 1) * 127.5 + 0.5).clamp(0, 255).to(torch.uint8)
 
 
-@dataclass
+@dataclass(repr=False)  # IndexCodec's one-line repr, not the network's
 class CoDCodec(IndexCodec):
     """A loaded CoD model (pixel or latent) ready to compress and decompress.
 
@@ -100,6 +100,10 @@ class CoDCodec(IndexCodec):
     def ds(self) -> int:
         """Image pixels per index along a side (the header's ds field; ds/2 for stage-1 models)."""
         return self.model.index_stride
+
+    def _repr_extra(self) -> dict[str, Any]:
+        s = self.default_settings
+        return {"steps": s.steps, "cfg": s.cfg, "sampler": s.sampler, "seed": s.seed}
 
     @property
     def default_settings(self) -> DecodeSettings:
@@ -213,29 +217,29 @@ class CoDCodec(IndexCodec):
         self, diffc: bool | DiffCConfig = True, bpp: float | None = None, diffc_step: int | None = None, diffc_chunk: int | None = None,
         cfg: float | None = None, seed: int | None = None, steps: int | None = None, sampler: str | None = None, format: str = "cod",
     ) -> DiffCConfig:
-        """Check the DiffC options of :meth:`compress` (one-line CodErrors) and return the
+        """Check the DiffC options of :meth:`compress` (one-line UsageErrors) and return the
         DiffC settings: ``diffc`` itself when a DiffCConfig, else the original's for this family
         (DiffCConfig.for_family), with ``diffc_chunk`` (max_chunk_size), ``cfg`` (the finish's
         guidance) and ``seed`` (the shared randomness) applied."""
         if not diffc:
-            raise CodError("bpp, diffc_step and diffc_chunk apply to DiffC (diffc=True, --diffc)")
+            raise UsageError("bpp, diffc_step and diffc_chunk apply to DiffC (diffc=True, --diffc)")
         if format != "cod":
-            raise CodError("the official format has no room for DiffC: use the .cod container (format cod)")
+            raise UsageError("the official format has no room for DiffC: use the .cod container (format cod)")
         if steps is not None or sampler is not None:
-            raise CodError("steps and sampler (--steps, --sampler) set CoD's sampler; a DiffC file decodes through its coded chain (cfg and seed apply)")
+            raise UsageError("steps and sampler (--steps, --sampler) set CoD's sampler; a DiffC file decodes through its coded chain (cfg and seed apply)")
         if (bpp is None) == (diffc_step is None):
-            raise CodError("DiffC needs one rate: bpp (--bpp, of the whole file) or diffc_step (--diffc-step, coded steps)")
+            raise UsageError("DiffC needs one rate: bpp (--bpp, of the whole file) or diffc_step (--diffc-step, coded steps)")
         config = diffc if isinstance(diffc, DiffCConfig) else DiffCConfig.for_family(self.family)
         over = {k: v for k, v in dict(max_chunk_size=diffc_chunk, decoding_guidance=cfg, seed=seed).items() if v is not None}
         try:
             config = replace(config, **over)
         except ValueError as exc:
-            raise CodError(f"DiffC: {exc}") from None
+            raise UsageError(f"DiffC: {exc}") from None
         n_sched = len(config.encoding_timesteps)
         if diffc_step is not None and not 0 <= diffc_step <= n_sched:
-            raise CodError(f"diffc_step (--diffc-step) must be in 0..{n_sched}, the steps of the {self.family} DiffC schedule; got {diffc_step}")
+            raise UsageError(f"diffc_step (--diffc-step) must be in 0..{n_sched}, the steps of the {self.family} DiffC schedule; got {diffc_step}")
         if bpp is not None and not (math.isfinite(bpp) and bpp > 0):
-            raise CodError(f"bpp (--bpp) must be a positive number, got {bpp}")
+            raise UsageError(f"bpp (--bpp) must be a positive number, got {bpp}")
         return config
 
     @torch.inference_mode()

@@ -21,17 +21,13 @@ from PIL import Image
 
 from cod import bitstream as bs
 from cod.entropy import IndexPrior
-from cod.errors import BitstreamError, CodError, ModelMismatchError
+from cod.errors import BitstreamError, ModelMismatchError, UsageError
 from cod.image_io import as_rgb_array
 from cod.limits import DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, IMAGE_BYTES_PER_PIXEL, MEMORY_CONSTANT, SCRATCH_FACTOR, check_memory, check_pixels
 from cod.models.lite import CoDLite
 from cod.nn.determinism import thread_independent_method
 from cod.nn.memory import meta_twin, peak_bytes
-from cod.zoo import FAMILY_CODES, nominal_bpp, pad_multiple
-
-PAD_MODES = ("replicate", "reflect", "constant")
-FORMATS = ("cod", "official")  # our container, or the original code's 4-byte header
-DEVICES = ("auto", "cpu", "cuda")
+from cod.zoo import DEVICES, FAMILY_CODES, FORMATS, PAD_MODES, nominal_bpp, pad_multiple
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -42,9 +38,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise CodError(f"unknown device {device!r} (choose from {', '.join(DEVICES)})") from None
+        raise UsageError(f"unknown device {device!r} (choose from {', '.join(DEVICES)})") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CodError(f"device {device} asked for, but no CUDA GPU is available")
+        raise UsageError(f"device {device} asked for, but no CUDA GPU is available")
     return dev
 
 
@@ -131,6 +127,16 @@ class IndexCodec:
     def grid(self, height: int, width: int) -> tuple[int, int]:
         return bs.grid_size(height, width, self.ds, self.multiple)
 
+    def __repr__(self) -> str:
+        """One line: what the codec is, not its network (``print(codec)``)."""
+        fields = {"name": self.name, "family": self.family, "ds": self.ds, "bits": self.bits, "nominal_bpp": round(self.nominal_bpp, 5), "device": str(getattr(self, "device", "cpu"))}
+        fields.update(self._repr_extra())
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
+
+    def _repr_extra(self) -> dict[str, Any]:
+        """Family-specific fields of the repr (CoD: its decode defaults)."""
+        return {}
+
     @classmethod
     def describe_settings(cls, settings: bytes) -> dict[str, Any]:
         """The .cod header's settings field as `cod info` shows it (family specific)."""
@@ -152,7 +158,7 @@ class IndexCodec:
         original one, nor for DiffC)."""
         if format == "official":
             if diffc is not None:
-                raise CodError("the official format has no room for DiffC: use --format cod")
+                raise UsageError("the official format has no room for DiffC: use --format cod")
             h, w = self.grid(height, width)
             return bs.write_official(h * self.ds, w * self.ds, bs.pack_indices(indices, self.bits), height_first=height_first)
         if format == "cod":
@@ -273,7 +279,7 @@ class IndexCodec:
         return prior.decode(payload, h, w, header.coding).ravel()
 
 
-@dataclass
+@dataclass(repr=False)  # IndexCodec's one-line repr, not the network's
 class CoDLiteCodec(IndexCodec):
     """A loaded CoD-Lite one-step codec ready to compress and decompress."""
 

@@ -27,15 +27,12 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from cod.bitstream import CODING_CONTEXT, CODING_NAMES, CODING_STATIC  # noqa: F401 - cod.entropy's API too
 from cod.errors import BitstreamError
 
 #: Fixed-point precision of the frequency tables (constriction's default range coder: 24 bits).
 PRECISION = 24
 TOTAL = 1 << PRECISION
-#: Coding kinds written in a v2 header (docs/format.md).
-CODING_STATIC = 1
-CODING_CONTEXT = 2
-CODING_NAMES = {CODING_STATIC: "static", CODING_CONTEXT: "context"}
 #: Tensor names of a prior inside a weights file (next to the network's tensors).
 PRIOR_PREFIX = "entropy_prior."
 

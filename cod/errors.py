@@ -1,8 +1,21 @@
-"""Exceptions with one-line messages; the CLI prints them without a traceback."""
+"""Exceptions with one-line messages; the CLI prints them without a traceback.
+
+Exit codes of the `cod` command (README, "Exit codes"): 0 success; 1 a runtime error (any
+:class:`CodError` but a :class:`UsageError`: an input missing, unreadable or corrupt, weights
+that do not fit); 2 a usage error (:class:`UsageError`, and argparse's own); 3 an internal
+error (a bug); 130 interrupted.
+"""
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class CodError(Exception):
     """Base class of every error the `cod` command reports as a one-line message."""
+
+
+class UsageError(CodError):
+    """The command line cannot be run as given: an unknown name, a bad option value, options
+    that conflict, an output that exists (without --force), a device this machine lacks."""
 
 
 class BitstreamError(CodError):

@@ -34,7 +34,7 @@ from cod.cod_codec import CoDCodec
 from cod.codec import CoDLiteCodec, IndexCodec, resolve_device
 from cod.config import ModelConfig
 from cod.entropy import IndexPrior, split_prior
-from cod.errors import CheckpointError, ConfigError, ModelMismatchError
+from cod.errors import CheckpointError, ConfigError, ModelMismatchError, UsageError
 from cod.limits import DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, DEFAULT_MAX_STEPS
 from cod.models.latent_dit import CoDLatentConfig, build_latent_dit
 from cod.models.lite import CoDLiteConfig, build_codlite
@@ -132,12 +132,22 @@ def build_network(config: Mapping[str, Any] | ModelConfig, family: str | Sequenc
     return fam.build(typed)
 
 
+def known_models() -> list[str]:
+    """Every model name `cod` knows: the named models of every family (cod.zoo.MODELS), then
+    installed weights under other names."""
+    return [*MODELS, *sorted(set(installed_weights()) - set(MODELS))]
+
+
+def unknown_model(name: str) -> UsageError:
+    """The one error for a model name nobody knows: ``unknown model X; known: ...``."""
+    return UsageError(f"unknown model {name}; known: {', '.join(known_models())}")
+
+
 def model_config(name: str) -> dict[str, Any]:
-    """The config dict of a named model (cod.zoo.MODELS, any family); CheckpointError if unknown."""
-    try:
-        return get_config(name)
-    except KeyError as exc:
-        raise CheckpointError(exc.args[0]) from None
+    """The config dict of a named model (cod.zoo.MODELS, any family); UsageError if unknown."""
+    if name not in MODELS:
+        raise unknown_model(name)
+    return get_config(name)
 
 
 def official_family(config_yaml: str | Path) -> Family:
@@ -166,6 +176,8 @@ def _installed_for(name: str | None, family: tuple[str, ...] | None) -> tuple[st
             raise CheckpointError(f"no {what}weights installed; pass --weights PATH (see `cod models`)")
         name = DEFAULT_MODEL if DEFAULT_MODEL in inst else sorted(inst)[0]
     if name not in inst:
+        if name not in MODELS and name not in installed_weights():
+            raise unknown_model(name)
         known = f" Installed: {', '.join(inst)}." if inst else ""
         raise CheckpointError(
             f"no weights installed for {name}; pass --weights PATH (a .safetensors from `cod convert`, "
@@ -316,6 +328,6 @@ def installed_codec_for(data: bytes, device: str | torch.device | None = "cpu", 
 
 
 __all__ = [
-    "Family", "FAMILIES", "register", "family_of", "family_of_code", "check_config", "build_network", "model_config", "official_family",
+    "Family", "FAMILIES", "register", "family_of", "family_of_code", "check_config", "build_network", "model_config", "known_models", "official_family",
     "installed_weights", "load_network", "load", "load_cod", "installed_codec_for", "WEIGHTS_DIR", "COD",
 ]

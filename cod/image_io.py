@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageOps
 
-from cod.errors import ImageError
+from cod.errors import ImageError, UsageError
 from cod.limits import DEFAULT_MAX_PIXELS, pixels_text
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -121,11 +121,30 @@ def default_file_mode() -> int:
     return 0o666 & ~mask
 
 
+def _publish(tmp: str, path: Path, overwrite: bool) -> None:
+    """Move the finished ``tmp`` onto ``path``; without ``overwrite`` never replace a file that
+    exists, even one created meanwhile (a hard link fails on an existing name)."""
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise UsageError(f"{path} exists (not replaced)") from None
+    except OSError:  # a file system without hard links: check, then rename
+        if path.exists():
+            raise UsageError(f"{path} exists (not replaced)") from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
 @contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
+def atomic_output(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """The one atomic writer: yields a temporary path in the target folder, renamed onto
     ``path`` when the block ends without error and deleted otherwise, so a file is never left
-    half-written. The file gets the usual permissions (0666 minus the umask), not mkstemp's 0600."""
+    half-written. ``overwrite=False``: an existing ``path`` is an error and stays untouched.
+    The file gets the usual permissions (0666 minus the umask), not mkstemp's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
@@ -133,19 +152,19 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
+        _publish(tmp, path, overwrite)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes, overwrite: bool = True) -> None:
     """Write ``data`` to ``path`` through :func:`atomic_output`."""
-    with atomic_output(path) as tmp:
+    with atomic_output(path, overwrite) as tmp:
         tmp.write_bytes(data)
 
 
-def write_image(path: str | Path, array: np.ndarray) -> None:
+def write_image(path: str | Path, array: np.ndarray, overwrite: bool = True) -> None:
     """Save an HxWx3 uint8 image atomically; the format follows the extension (PNG if unknown)."""
     import io
 
@@ -155,7 +174,7 @@ def write_image(path: str | Path, array: np.ndarray) -> None:
     img = Image.fromarray(np.asarray(array, dtype=np.uint8), "RGB")
     kwargs = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
     img.save(buf, format=fmt, **kwargs)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), overwrite)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 
-from cod.errors import CodError, LimitError
+from cod.errors import CodError, LimitError, UsageError
 
 # The estimate of a decode's working memory (cod.codec.IndexCodec.decode_memory) is
 #   SCRATCH_FACTOR x traced tensor peak + MEMORY_CONSTANT + IMAGE_BYTES_PER_PIXEL x pixels,
@@ -52,10 +52,10 @@ def parse_count(text: str | int, what: str = "--max-pixels") -> int:
         else:
             m = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*([kmg]?)", s)
             if not m:
-                raise CodError(f"{what} {text!r}: expected a pixel count like 179M, 12000000 or 16384x8192")
+                raise UsageError(f"{what} {text!r}: expected a pixel count like 179M, 12000000 or 16384x8192")
             n = int(float(m.group(1)) * 1000 ** " kmg".index(m.group(2) or " "))
     if n < 1:
-        raise CodError(f"{what} must be positive, got {text!r}")
+        raise UsageError(f"{what} must be positive, got {text!r}")
     return n
 
 
@@ -66,10 +66,10 @@ def parse_memory(text: str | int, what: str = "--max-memory") -> int:
     else:
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)i?b?\s*", str(text).lower())
         if not m:
-            raise CodError(f"{what} {text!r}: expected a size like 4G, 1.5G or 800M")
+            raise UsageError(f"{what} {text!r}: expected a size like 4G, 1.5G or 800M")
         n = int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
     if n < MIN_MEMORY:
-        raise CodError(f"{what}: {n} bytes is below the minimum of {MIN_MEMORY // 2**20} MiB")
+        raise UsageError(f"{what}: {n} bytes is below the minimum of {MIN_MEMORY // 2**20} MiB")
     return n
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from cod.checkpoint import save_weights
 from cod.entropy import fit_prior
-from cod.errors import CodError
+from cod.errors import CodError, UsageError
 
 EXCLUDED = ("kodak",)  # evaluation data, never fitted on (as cod.train.data)
 
@@ -33,7 +33,7 @@ def training_images(sources: Sequence[str | Path]) -> list[Path]:
         files += list_images([p])
     for f in files:
         if any(part.lower() in EXCLUDED for part in f.resolve().parts):
-            raise CodError(f"{f}: refusing to fit a prior on an evaluation set ({', '.join(EXCLUDED)})")
+            raise UsageError(f"{f}: refusing to fit a prior on an evaluation set ({', '.join(EXCLUDED)})")
     if not files:
         raise CodError(f"no images found in {', '.join(map(str, sources))}")
     return files

@@ -24,6 +24,11 @@ RATES: dict[str, tuple[int, int]] = {
     "0.5": (4, 8),
 }
 
+# Options every codec takes; the CLI offers them as choices (cod.codec applies them).
+PAD_MODES: tuple[str, ...] = ("replicate", "reflect", "constant")  # padding to the model's multiple
+FORMATS: tuple[str, ...] = ("cod", "official")  # our container, or the original code's 4-byte header
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")  # auto: CUDA when available, else the CPU
+
 # Model families (cod.families registers each) and their bitstream codes (the .cod header's
 # family field, docs/format.md).
 FAMILY_CODES: dict[str, int] = {"codlite": 1, "cod-pixel": 2, "cod-latent": 3}
@@ -95,8 +100,8 @@ CODLITE_SMALL: dict[str, Any] = {
     "hidden_size_x": 16,
     "num_blocks": 8,  # 6 DiCo blocks + 2 pixel-head blocks
     "num_cond_blocks": 6,
-    "encoder_channels": 32,
-    "latent_channels": 32,
+    "encoder_channels": 64,
+    "latent_channels": 64,
 }
 SMALL_RATES = ("0.0312", "0.125")
 

@@ -37,7 +37,7 @@ def test_compress_decompress_roundtrip(photo, tiny_weights, tmp_path, capsys):
     # into a folder
     outdir = tmp_path / "out"
     assert main(["decompress", str(cod_file), "--weights", str(w), "-o", str(outdir) + "/"]) == 0
-    assert Image.open(outdir / "photo.png").size == (90, 70)
+    assert Image.open(outdir / "photo.decoded.png").size == (90, 70)  # never the original's name
     # info
     assert main(["info", str(cod_file), "--json"]) == 0
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -56,7 +56,7 @@ def test_folder_and_progress(tmp_path, tiny_weights):
     assert sorted(p.name for p in out.iterdir()) == ["im0.png.cod", "im1.png.cod", "im2.png.cod"]
     rec = tmp_path / "rec"
     assert main(["decompress", str(out), "-o", str(rec), "--weights", str(tiny_weights["0.5"]), "-q"]) == 0
-    assert Image.open(rec / "im1.png").size == (17, 33)
+    assert Image.open(rec / "im1.decoded.png").size == (17, 33)
 
 
 def test_official_format_cli(photo, tiny_weights, tmp_path):
@@ -150,13 +150,14 @@ def test_corruption_suite_cli(tmp_path, tiny_weights):
     assert not (bad_dir / "flip00100.decoded.png").exists()
 
 
-def test_convert_errors_name_the_key(conformance_dir, tmp_path, capsys):
+def test_convert_errors_name_the_key(tmp_path, capsys):
     import torch
     import yaml
 
     from tests.conformance import load_manifest, official_state_dict
+    from tests.conftest import conformance_case
 
-    man = load_manifest(conformance_dir / "A3_codlite_0.0156")
+    man = load_manifest(conformance_case("A4_codlite_0.0312"))
     sd = {f"net.{k}": v for k, v in official_state_dict(man).items()}
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"model": {"net": {"init_args": man["constructor_args"]}}}))
@@ -169,16 +170,16 @@ def test_convert_errors_name_the_key(conformance_dir, tmp_path, capsys):
     missing = dict(sd)
     del missing["net.blocks.1.conv4.weight"]
     rc, err = convert(missing)
-    assert rc == 2 and "missing key" in err and "blocks.1.conv4.weight" in err
+    assert rc == 1 and "missing key" in err and "blocks.1.conv4.weight" in err
     extra = dict(sd, **{"net.blocks.9.conv4.weight": torch.zeros(1)})
     rc, err = convert(extra)
-    assert rc == 2 and "unexpected key" in err and "blocks.9.conv4.weight" in err
+    assert rc == 1 and "unexpected key" in err and "blocks.9.conv4.weight" in err
     shape = dict(sd, **{"net.final_layer.linear.bias": torch.zeros(4)})
     rc, err = convert(shape)
-    assert rc == 2 and "shape mismatch" in err and "final_layer.linear.bias" in err
+    assert rc == 1 and "shape mismatch" in err and "final_layer.linear.bias" in err
     folded = {k.replace("net.blocks.0.", "net.blocks.0.block."): v for k, v in sd.items()}
     rc, err = convert(folded)
-    assert rc == 2 and "folded eval form" in err
+    assert rc == 1 and "folded eval form" in err
     assert not (tmp_path / "c.safetensors").exists()
     rc, _ = convert(sd)
     assert rc == 0 and (tmp_path / "c.safetensors").exists()
@@ -228,7 +229,7 @@ def test_installed_models_are_picked_by_default_and_by_header(photo, tiny_weight
     for name, rate in (("a", "0.0312"), ("b", "0.125")):
         explicit = tmp_path / f"{name}.explicit.png"
         assert main(["decompress", str(tmp_path / f"{name}.cod"), "-o", str(explicit), "--weights", str(tiny_weights[rate]), "-q"]) == 0
-        assert Image.open(tmp_path / "dec" / f"{name}.png").tobytes() == Image.open(explicit).tobytes()
+        assert Image.open(tmp_path / "dec" / f"{name}.decoded.png").tobytes() == Image.open(explicit).tobytes()
 
     # a file from weights that are not installed: one clear line, no output
     other = tmp_path / "other.cod"
@@ -249,6 +250,212 @@ def test_closed_pipe_is_quiet():
     assert err == "", err
     assert p.returncode == 1
 
+
+# ------------------------------------------------------------------ no silent overwrite
+def test_the_original_photo_is_byte_identical_after_compress_and_decompress_into_its_own_folder(tmp_path, tiny_weights):
+    """`cod decompress kodim04.jpg.cod -o photos/` once replaced kodim04.jpg with the lossy
+    decode: a decoded image never takes the original's name, and -o naming it is refused."""
+    w = str(tiny_weights["0.0312"])
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(smooth_image(64, 80)).save(photos / "kodim04.jpg", quality=90)
+    Image.fromarray(smooth_image(48, 64, 1)).save(photos / "parrots.png")
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    assert main(["compress", str(photos), "-o", str(photos), "--weights", w, "-q"]) == 0
+    assert main(["decompress", str(photos / "kodim04.jpg.cod"), "-o", str(photos), "--weights", w, "-q"]) == 0
+    assert main(["decompress", str(photos), "-o", str(photos) + "/", "--weights", w, "-q", "--force"]) == 0  # even with --force
+    assert {p.name: p.read_bytes() for p in photos.iterdir() if p.name in before} == before
+    assert sorted(p.name for p in photos.iterdir()) == sorted([*before, "kodim04.jpg.cod", "parrots.png.cod", "kodim04.decoded.jpg", "parrots.decoded.png"])
+    for args in ([], ["--force"]):  # naming the original explicitly: refused, with or without --force
+        assert main(["decompress", str(photos / "kodim04.jpg.cod"), "-o", str(photos / "kodim04.jpg"), "--weights", w, *args]) == 2
+    assert (photos / "kodim04.jpg").read_bytes() == before["kodim04.jpg"]
+
+
+def test_an_existing_output_is_refused_unless_force(photo, tiny_weights, tmp_path, capsys):
+    w = str(tiny_weights["0.0312"])
+    cod_file = photo.with_name("photo.png.cod")
+    assert main(["compress", str(photo), "--weights", w, "-q"]) == 0
+    data = cod_file.read_bytes()
+    cod_file.write_bytes(b"precious")
+    capsys.readouterr()
+    assert main(["compress", str(photo), "--weights", w]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {cod_file} exists; pass --force to replace it"
+    assert cod_file.read_bytes() == b"precious"
+    assert main(["compress", str(photo), "--weights", w, "--force", "-q"]) == 0 and cod_file.read_bytes() == data
+    # -o an existing file of any kind
+    txt = tmp_path / "existing.txt"
+    txt.write_text("notes")
+    assert main(["compress", str(photo), "-o", str(txt), "--weights", w]) == 2
+    assert main(["decompress", str(cod_file), "-o", str(txt), "--weights", w]) == 2
+    assert txt.read_text() == "notes" and "existing.txt exists" in capsys.readouterr().err
+    # the default decoded name exists
+    decoded = photo.with_name("photo.decoded.png")
+    decoded.write_bytes(b"mine")
+    assert main(["decompress", str(cod_file), "--weights", w]) == 2 and decoded.read_bytes() == b"mine"
+    assert main(["decompress", str(cod_file), "--weights", w, "-f", "-q"]) == 0 and Image.open(decoded).size == (90, 70)
+    # an output that is an input: refused even with --force
+    assert main(["compress", str(photo), "-o", str(photo), "--weights", w, "--force"]) == 2
+    assert Image.open(photo).size == (90, 70)
+
+
+def test_several_inputs_need_an_output_folder(tmp_path, tiny_weights, capsys):
+    w = str(tiny_weights["0.0312"])
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    Image.fromarray(smooth_image(32, 32)).save(a)
+    Image.fromarray(smooth_image(32, 48, 1)).save(b)
+    assert main(["compress", str(a), str(b), "-o", str(tmp_path / "one.cod"), "--weights", w]) == 2
+    assert "need an output folder" in capsys.readouterr().err
+    assert not (tmp_path / "one.cod").exists()  # no folder named one.cod either
+    (tmp_path / "file.cod").write_bytes(b"x")
+    assert main(["compress", str(a), str(b), "-o", str(tmp_path / "file.cod"), "--weights", w, "--force"]) == 2
+    assert (tmp_path / "file.cod").read_bytes() == b"x"
+    assert main(["compress", str(a), str(b), "-o", str(tmp_path / "codes") + "/", "--weights", w, "-q"]) == 0
+    assert sorted(p.name for p in (tmp_path / "codes").iterdir()) == ["a.png.cod", "b.png.cod"]
+    # two inputs that would be written to one name: refused before any work
+    (tmp_path / "sub").mkdir()
+    Image.fromarray(smooth_image(32, 32, 2)).save(tmp_path / "sub" / "a.png")
+    capsys.readouterr()
+    assert main(["compress", str(a), str(tmp_path / "sub" / "a.png"), "-o", str(tmp_path / "flat") + "/", "--weights", w]) == 2
+    assert "would both be written to" in capsys.readouterr().err and not (tmp_path / "flat").exists()
+    # a batch with one existing output is refused as a whole: nothing is written
+    (tmp_path / "codes" / "b.png.cod").write_bytes(b"keep")
+    (tmp_path / "codes" / "a.png.cod").unlink()
+    assert main(["compress", str(a), str(b), "-o", str(tmp_path / "codes"), "--weights", w]) == 2
+    assert not (tmp_path / "codes" / "a.png.cod").exists() and (tmp_path / "codes" / "b.png.cod").read_bytes() == b"keep"
+
+
+def test_every_writing_command_refuses_an_existing_file(photo, tiny_weights, tmp_path, capsys):
+    """evaluate --json, convert -o, plot -o, speed --json: refused before any work, kept as they were."""
+    existing = tmp_path / "keep.json"
+    existing.write_text("{}")
+    w = str(tiny_weights["0.0312"])
+    for argv in (
+        ["evaluate", str(photo), "--weights", w, "--json", str(existing)],
+        ["convert", "missing.pt", "missing.yaml", "-o", str(existing)],
+        ["plot", "missing.json", "-o", str(existing)],
+        ["speed", "--model", "jpeg", "--size", "32x32", "--json", str(existing)],
+    ):
+        assert main(argv) == 2, argv
+        assert capsys.readouterr().err.strip() == f"error: {existing} exists; pass --force to replace it"
+        assert existing.read_text() == "{}"
+
+
+def test_the_atomic_writer_never_replaces_a_file_created_meanwhile(tmp_path):
+    from cod.errors import UsageError
+    from cod.image_io import atomic_output, atomic_write_bytes
+
+    target = tmp_path / "out.bin"
+    with pytest.raises(UsageError, match="exists"):
+        with atomic_output(target, overwrite=False) as tmp:
+            tmp.write_bytes(b"new")
+            target.write_bytes(b"someone else's")  # appears while we write
+    assert target.read_bytes() == b"someone else's" and list(tmp_path.iterdir()) == [target]  # no .part left
+    atomic_write_bytes(tmp_path / "fresh.bin", b"ok", overwrite=False)
+    assert (tmp_path / "fresh.bin").read_bytes() == b"ok"
+
+
+# ------------------------------------------------------------------ exit codes, names, help
+def test_exit_codes_are_2_for_usage_and_1_for_runtime(photo, tiny_weights, tmp_path, monkeypatch, capsys):
+    import torch
+
+    w = str(tiny_weights["0.0312"])
+    assert main(["compress", str(photo), "--weights", w, "-q"]) == 0
+    cod_file = photo.with_name("photo.png.cod")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    usage = [
+        ["compress", str(photo), "--model", "codlite-9"],
+        ["decompress", str(cod_file), "--model", "codlite-9"],
+        ["compress", str(photo), "--weights", w, "--device", "cuda", "-o", str(tmp_path / "x.cod")],
+        ["decompress", str(cod_file), "--weights", w, "--device", "cuda"],
+        ["decompress", str(cod_file), "--device", "cuda"],  # the installed model path, too
+        ["compress", str(photo), "--weights", w, "--steps", "4", "-o", str(tmp_path / "y.cod")],
+        ["speed", "--model", "codlite-9"],
+        ["bench", str(photo.parent), "--codec", "codlite-9"],
+        ["bdrate", "a.json", "b.json", "--metric", "sharpness"],
+        ["train", "no-such-config"],
+    ]
+    for argv in usage:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, (argv, err)
+    assert "no CUDA GPU" in (lambda: (main(usage[2]), capsys.readouterr().err)[1])()
+    bad = tmp_path / "bad.cod"
+    bad.write_bytes(cod_file.read_bytes()[:-3])
+    runtime = [
+        ["decompress", str(bad), "--weights", w],
+        ["decompress", str(tmp_path / "missing.cod"), "--weights", w],
+        ["compress", str(tmp_path / "missing.png"), "--weights", w],
+        ["info", str(bad)],
+        ["compress", str(photo), "--weights", str(tmp_path / "missing.safetensors"), "-o", str(tmp_path / "z.cod")],
+        ["bdrate", str(tmp_path / "missing.json"), str(tmp_path / "missing.json")],
+    ]
+    for argv in runtime:
+        assert main(argv) == 1, argv
+        assert capsys.readouterr().err.startswith("error: ")
+    with pytest.raises(SystemExit) as exc:  # argparse's own usage errors
+        main(["compress"])
+    assert exc.value.code == 2
+
+
+def test_an_unknown_model_names_the_known_ones(photo):
+    code, _, err = run_cli("compress", photo, "--model", "codlite-9")
+    assert code == 2
+    assert err.startswith("error: unknown model codlite-9; known: codlite-0.0039, ") and "cod-pixel-0.0039" in err and "codlite-small-0.0312" in err
+    assert "no weights installed" not in err and "Traceback" not in err
+
+
+def test_help_names_both_families(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "CoD-Lite" in out and "CoD " in out and "cod-pixel" in out and "cod-latent" in out
+    assert "exit codes" in out and "2 usage error" in out and "1 runtime error" in out
+
+
+def test_a_codec_prints_as_one_short_line(tiny_weights):
+    import cod
+    from tests.test_cod_codec import tiny_cod_config, randomise
+    from cod.cod_codec import CoDCodec
+    from cod.families import build_network
+
+    lite = cod.load(weights=tiny_weights["0.0312"])
+    assert repr(lite) == str(lite) == "CoDLiteCodec(name='tiny-codlite-0.0312', family='codlite', ds=16, bits=8, nominal_bpp=0.03125, device='cpu')"
+    config = tiny_cod_config("cod-pixel")
+    big = CoDCodec(randomise(build_network(config)), config)
+    assert repr(big).startswith("CoDCodec(name='tiny-cod-pixel-0.0039', family='cod-pixel', ds=32, bits=4,") and "steps=3" in repr(big)
+    assert len(repr(big).splitlines()) == 1 and len(repr(big)) < 200
+
+
+# ------------------------------------------------------------------ a fast command line
+LIGHT = """
+import sys
+from cod.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+heavy = sorted(m for m in ("torch", "numpy", "PIL", "matplotlib", "scipy") if m in sys.modules)
+# peak RSS of this process image (VmHWM; ru_maxrss would include the forking parent's)
+peak_kb = next((int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")), 0) if sys.platform == "linux" else 0
+print("HEAVY", ",".join(heavy), "RSS_MB", peak_kb // 1024, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["info", "FILE"], ["info", "FILE", "--json"], ["compress", "--help"], ["bench", "--help"]])
+def test_help_and_info_import_no_torch(argv, tmp_path):
+    """`cod --help` and `cod info FILE` import neither torch nor numpy (issue 14: they took 1.7 s
+    and 650 MB); the timings are in benchmarks/cli_startup.py."""
+    from tests.conftest import ROOT
+
+    sample = ROOT / "tests" / "data" / "sample.codlite-small-0.0312.cod"
+    argv = [str(sample) if a == "FILE" else a for a in argv]
+    r = subprocess.run([sys.executable, "-c", LIGHT, *argv], capture_output=True, text=True, timeout=120, cwd=tmp_path, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    heavy, rss = line.split("HEAVY ")[1].split(" RSS_MB ")
+    assert heavy == "", f"{argv}: imported {heavy}"
+    assert int(rss) < 150, f"{argv}: {rss} MB"
 
 # ------------------------------------------------------------------ batch reports (issue 17)
 def _batch_folder(tmp_path):
@@ -277,7 +484,7 @@ def test_batch_compress_names_every_failure_and_sums_up(tmp_path, tiny_weights, 
     assert summary.startswith("compress: 3 ok, 2 failed, 1 skipped (not images") and "s/Mpx" in summary, summary
     assert sorted(p.name for p in out.iterdir()) == ["a.png.cod", "b.png.cod", "inner.png.cod"]  # the folder named like an image is walked
     # --verbose names the skipped file; --quiet keeps the summary only when something failed
-    assert main(["compress", str(src), "-o", str(out), "--weights", str(tiny_weights["0.0312"]), "-v", "-q"]) == 1
+    assert main(["compress", str(src), "-o", str(out), "--weights", str(tiny_weights["0.0312"]), "-v", "-q", "--force"]) == 1
     err = capsys.readouterr().err
     assert f"{src / 'notes.txt'}: skipped (not images)" in err and "2 failed" in err
     good = tmp_path / "good"
@@ -313,4 +520,4 @@ def test_batch_decompress_names_every_failure_and_sums_up(tmp_path, tiny_weights
     ], errors
     assert cap.err.strip().splitlines()[-1].startswith("decompress: 2 ok, 3 failed, 1 skipped (not .cod files")
     assert "s/Mpx" in cap.err.strip().splitlines()[-1] and "s/Mpx)" in cap.out  # time per megapixel, per file and in all
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.decoded.png", "b.decoded.png"]

@@ -3,13 +3,13 @@ networks, samplers and public codec (shared/conformance/README.md)."""
 import numpy as np
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
 from cod import bitstream as bs
 from cod.cod_codec import DecodeSettings, official_uint8
 from cod.codec import tensor_to_uint8
-from tests.conformance import load_manifest, official_state_dict
+from tests.conformance import official_state_dict, write_official_cod
+from tests.conftest import conformance_case
 from cod.diffusion import flow_timesteps, guided, sample_adam2, sample_euler
 from cod.errors import CheckpointError
 from cod.families import load_cod
@@ -20,20 +20,8 @@ SAMPLERS = {"euler": sample_euler, "adam2": sample_adam2}
 
 
 def _official_files(case_dir, tmp_path):
-    """The case as an official release ships it: a Lightning-style .pt (EMA weights under
-    ``ema_denoiser.``, plus online and trainer leftovers) and a yaml with model.denoiser."""
-    man = load_manifest(case_dir)
-    sd = official_state_dict(man)
-    ckpt_sd = {f"ema_denoiser.{k}": v for k, v in sd.items()}
-    first = next(iter(sd))
-    ckpt_sd[f"denoiser.{first}"] = torch.zeros_like(sd[first])  # online weights: ignored
-    ckpt_sd["diffusion_trainer.proj.0.0.weight"] = torch.zeros(2, 2)  # training head: ignored
     ckpt = tmp_path / "model.pt"
-    torch.save({"state_dict": ckpt_sd}, ckpt)
-    latent = man["model_class"].endswith("DDT")
-    doc = {"model": {"latent": latent, "denoiser": {"class_path": man["model_class"], "init_args": man["constructor_args"]}}}
-    (tmp_path / "model.yaml").write_text(yaml.safe_dump(doc))
-    return man, ckpt
+    return write_official_cod(case_dir, ckpt, tmp_path / "model.yaml"), ckpt
 
 
 def _check(man, name, got, want):
@@ -51,9 +39,9 @@ def _check(man, name, got, want):
 
 
 @pytest.fixture(scope="module", params=CASES)
-def case(request, conformance_dir, tmp_path_factory):
+def case(request, tmp_path_factory):
     torch.set_num_threads(1)
-    case_dir = conformance_dir / request.param
+    case_dir = conformance_case(request.param)
     man, ckpt = _official_files(case_dir, tmp_path_factory.mktemp(request.param))
     codec = load_cod(weights=ckpt)  # the official .pt + .yaml path, converted strictly
     return {

@@ -4,28 +4,20 @@ import json
 import numpy as np
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
 import cod
 from cod.bitstream import pack_indices
 from cod.cli import main
-from tests.conformance import load_manifest, official_state_dict
+from tests.conformance import write_official_codlite
+from tests.conftest import CONFORMANCE, CONFORMANCE_SUBSET, conformance_case
 
 CASES = ["A1_codlite_0.0039", "A2_codlite_0.0078", "A3_codlite_0.0156", "A4_codlite_0.0312", "A5_codlite_0.1250", "A6_codlite_0.5000"]
 
 
 def _official_files(case_dir, tmp_path):
-    """Write the case as an official release would ship it: .pt (net.-prefixed, with a
-    training leftover) + .yaml holding model.net.init_args."""
-    man = load_manifest(case_dir)
-    sd = {f"net.{k}": v for k, v in official_state_dict(man).items()}
-    sd["codec_trainer.net_loss.proj.0.weight"] = torch.zeros(2, 2)  # ignored leftover
-    ckpt = tmp_path / "model.pt"
-    torch.save({"state_dict": sd}, ckpt)
-    cfg = tmp_path / "model.yaml"
-    cfg.write_text(yaml.safe_dump({"model": {"net": {"class_path": man["deployed_class"], "init_args": man["constructor_args"]}}}))
-    return man, ckpt, cfg
+    ckpt, cfg = tmp_path / "model.pt", tmp_path / "model.yaml"
+    return write_official_codlite(case_dir, ckpt, cfg), ckpt, cfg
 
 
 def _check(man, name, got, want):
@@ -42,9 +34,9 @@ def _check(man, name, got, want):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_conformance_case(case, conformance_dir, tmp_path):
+def test_conformance_case(case, tmp_path):
     torch.set_num_threads(2)
-    case_dir = conformance_dir / case
+    case_dir = conformance_case(case)
     man, ckpt, cfg = _official_files(case_dir, tmp_path)
     out = tmp_path / "ours.safetensors"
     assert main(["convert", str(ckpt), str(cfg), "-o", str(out)]) == 0
@@ -97,9 +89,9 @@ def test_conformance_case(case, conformance_dir, tmp_path):
         assert data[4:] == expected["bitstream"].numpy().tobytes()
 
 
-def test_official_pt_loads_directly(conformance_dir, tmp_path):
+def test_official_pt_loads_directly(tmp_path):
     """--weights accepts the official .pt when its .yaml lies beside it."""
-    case_dir = conformance_dir / "A4_codlite_0.0312"
+    case_dir = conformance_case("A4_codlite_0.0312")
     man, ckpt, cfg = _official_files(case_dir, tmp_path)
     codec = cod.load(weights=ckpt)
     inputs = load_file(case_dir / "inputs.safetensors")
@@ -111,11 +103,27 @@ def test_official_pt_loads_directly(conformance_dir, tmp_path):
     assert (ours.header.height, ours.header.width) == (96, 128)
 
 
-def test_expected_file_header_is_width_first(conformance_dir):
+def test_expected_file_header_is_width_first():
     from cod.bitstream import read_official
 
-    data = (conformance_dir / "A4_codlite_0.0312" / "expected_file.bin").read_bytes()
-    man = json.loads((conformance_dir / "A4_codlite_0.0312" / "manifest.json").read_text())
+    case_dir = conformance_case("A4_codlite_0.0312")
+    data = (case_dir / "expected_file.bin").read_bytes()
+    man = json.loads((case_dir / "manifest.json").read_text())
     h, w, payload = read_official(data)
     assert (h, w) == (man["image_size"]["H"], man["image_size"]["W"])
     assert len(payload) == man["cod_file"]["reader_returns"]["payload_len"]
+
+
+def test_the_subset_in_the_clone_is_an_unchanged_copy():
+    """tests/data/conformance holds A4, A6 and B2 (a fresh clone runs them); where the full set
+    is beside the clone, each copied file is byte-identical to the authors' original."""
+    cases = sorted(p.name for p in CONFORMANCE_SUBSET.iterdir() if p.is_dir())
+    assert {"A4_codlite_0.0312", "A6_codlite_0.5000", "B2_cod_pixel_up2x_192x256"} <= set(cases)
+    for case in cases:
+        assert {"manifest.json", "inputs.safetensors", "expected.safetensors"} <= {f.name for f in (CONFORMANCE_SUBSET / case).iterdir()}
+    if not CONFORMANCE.is_dir():
+        pytest.skip(f"the full set ({CONFORMANCE}) is not beside this clone: nothing to compare the copy with")
+    copied = [f for f in CONFORMANCE_SUBSET.rglob("*") if f.is_file()]
+    assert len(copied) >= 3 * 4
+    for f in copied:
+        assert f.read_bytes() == (CONFORMANCE / f.relative_to(CONFORMANCE_SUBSET)).read_bytes(), f

@@ -18,7 +18,7 @@ def test_every_small_model_is_shipped_within_the_size_budget():
     assert set(SHIPPED) <= set(inst), f"missing from {WEIGHTS_DIR}: {sorted(set(SHIPPED) - set(inst))}"
     assert DEFAULT_MODEL in inst
     total = sum(p.stat().st_size for p in WEIGHTS_DIR.glob("*.safetensors"))
-    assert total <= 25_000_000, f"{total / 1e6:.1f} MB of weights in the package"
+    assert total <= 60_000_000, f"{total / 1e6:.1f} MB of weights in the package"
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -30,6 +30,10 @@ def test_shipped_weights_load_strictly_as_the_zoo_model(name):
     model, _ = load_model(name)  # strict: every tensor present, no extra, right shapes
     want = dict(MODELS[name])
     assert {k: config[k] for k in want} == want
+    from cod.entropy import split_prior
+
+    prior = split_prior(state)  # the index prior (cod fit-prior): the files are entropy-coded (.cod v2)
+    assert sorted(prior) == ["entropy_prior.classes", "entropy_prior.context", "entropy_prior.static"]
     assert len(state) == len(model.state_dict())
 
 
@@ -46,12 +50,13 @@ def test_stored_sample_bitstream_decodes_to_the_stored_image(name):
     assert np.abs(got - want).max() <= 1
     from cod import bitstream as bs
 
-    again = bs.read_cod(codec.compress(np.asarray(Image.open(SAMPLES / "sample.png").convert("RGB"))))
-    stored = bs.read_cod(data)
-    assert again.header == stored.header  # size, rate, model tag
-    assert len(again.payload) == len(stored.payload)
-    same = np.mean(np.frombuffer(again.payload, np.uint8) == np.frombuffer(stored.payload, np.uint8))
-    assert same >= 0.98, f"only {same:.1%} of the payload bytes agree"
+    fresh = codec.compress(np.asarray(Image.open(SAMPLES / "sample.png").convert("RGB")))
+    again, stored = bs.read_cod(fresh), bs.read_cod(data)
+    assert (again.header.family, again.header.ds, again.header.bits, again.header.model_tag, again.header.height, again.header.width) == \
+        (stored.header.family, stored.header.ds, stored.header.bits, stored.header.model_tag, stored.header.height, stored.header.width)
+    assert again.header.version == stored.header.version == 2 and again.header.prior_tag == stored.header.prior_tag  # entropy-coded
+    same = np.mean(codec.parse(fresh)[0] == codec.parse(data)[0])
+    assert same >= 0.98, f"only {same:.1%} of the indices agree"
 
 
 def test_default_model_reconstructs_a_photo():
@@ -65,4 +70,15 @@ def test_default_model_reconstructs_a_photo():
     rec = np.asarray(codec.decompress(data))
     flat = np.broadcast_to(img.reshape(-1, 3).mean(0).round().astype(np.uint8), img.shape)
     assert psnr(img, rec) > psnr(img, flat) + 3
-    assert 8 * len(data) / (img.shape[0] * img.shape[1]) < 0.04
+    assert 8 * len(data) / (img.shape[0] * img.shape[1]) < 0.032  # entropy-coded: below the nominal 0.03125
+
+
+def test_files_of_the_retired_models_are_named():
+    """A .cod file of the first default models (cod 0.1) meets no installed model: the error
+    names the retired model and where its weights are."""
+    from cod.errors import ModelMismatchError
+    from cod.families import installed_codec_for
+
+    data = (SAMPLES / "retired.codlite-small-0.0312-v1.cod").read_bytes()
+    with pytest.raises(ModelMismatchError, match="retired model codlite-small-0.0312 v1.*git show"):
+        installed_codec_for(data)

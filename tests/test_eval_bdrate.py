@@ -95,3 +95,65 @@ def test_bd_rate_results_on_results_dicts():
     assert res.overlap_fraction == pytest.approx(1.2 / 7.1) and "share only 17%" in res.line()
     with pytest.raises(CodError, match="no 'fid'"):
         bd_rate_results(anchor, test, "fid")
+
+
+# ----------------------------------------------------------------------------- CompressAI's files
+COMPRESSAI = __import__("pathlib").Path(__file__).resolve().parent / "data" / "compressai"
+
+
+def _published(name):
+    import json
+
+    return json.loads((COMPRESSAI / name).read_text())["results"]
+
+
+def test_compressai_published_files_as_anchor_and_test(capsys):
+    """`cod bdrate` reads CompressAI's own results/image/kodak files as published (old keys
+    psnr / ms-ssim: vtm.json, compressai-*.json; new keys: vtm-rgb.json); the BD-rate is the
+    `bjontegaard` package's on the same numbers."""
+    import bjontegaard
+
+    from cod.cli import main
+
+    vtm, hyper = _published("vtm.json"), _published("compressai-bmshj2018-hyperprior_mse_cpu.json")
+    want = {
+        "psnr-rgb": bjontegaard.bd_rate(vtm["bpp"], vtm["psnr"], hyper["bpp"], hyper["psnr"], method="pchip", require_matching_points=False, min_overlap=0),
+        "ms-ssim-rgb": bjontegaard.bd_rate(vtm["bpp"], vtm["ms-ssim"], hyper["bpp"], hyper["ms-ssim"], method="pchip", require_matching_points=False, min_overlap=0),
+    }
+    assert 20 < want["psnr-rgb"] < 60  # the 2018 hyperprior needs more bits than VTM for the same PSNR
+    for anchor in ("vtm.json", "vtm-rgb.json"):
+        for metric in ("psnr-rgb", "psnr", "ms-ssim-rgb", "ms-ssim"):
+            assert main(["bdrate", str(COMPRESSAI / anchor), str(COMPRESSAI / "compressai-bmshj2018-hyperprior_mse_cpu.json"), "--metric", metric, "--json"]) == 0
+            (row,) = __import__("json").loads(capsys.readouterr().out)
+            key = metric if metric.endswith("-rgb") else metric + "-rgb"
+            assert row["metric"] == key and row["anchor"] == "VTM" and row["test"] == "bmshj2018-hyperprior"
+            assert row["bd_rate_percent"] == pytest.approx(want[key], rel=1e-12)
+    assert main(["bdrate", str(COMPRESSAI / "vtm.json"), str(COMPRESSAI / "vtm-rgb.json"), "--metric", "all"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all("+0.00 %" in ln for ln in lines)  # the two metrics both files have
+
+
+def test_only_bpp_and_the_metric_asked_for_are_required(tmp_path, capsys):
+    import json
+
+    from cod.cli import main
+
+    hand = {"name": "mine", "results": {"bpp": [0.05, 0.1, 0.2, 0.4], "psnr-rgb": PSNR, "ms-ssim-rgb": [0.8, 0.85, 0.9, 0.93], "fid": [80.0, 60.0, 40.0, 30.0]}}
+    (tmp_path / "mine.json").write_text(json.dumps(hand))
+    anchor = str(COMPRESSAI / "vtm.json")
+    assert main(["bdrate", anchor, str(tmp_path / "mine.json"), "--metric", "psnr-rgb"]) == 0
+    assert "mine vs VTM: BD-rate (psnr-rgb)" in capsys.readouterr().out
+    assert main(["bdrate", str(tmp_path / "mine.json"), str(tmp_path / "mine.json"), "--metric", "fid"]) == 0
+    assert main(["bdrate", anchor, str(tmp_path / "mine.json"), "--metric", "lpips"]) == 1
+    assert capsys.readouterr().err.strip().endswith("VTM: no 'lpips' in results (has psnr-rgb, ms-ssim-rgb, encoding_time, decoding_time)")
+    for bad, msg in (({"results": {"psnr-rgb": PSNR}}, "no 'bpp' list"), ({"results": {"bpp": [0.1, 0.2, 0.3, 0.4], "psnr-rgb": PSNR[:3]}}, "one value per bpp point"), ([1, 2], "not a results file")):
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        assert main(["bdrate", str(tmp_path / "bad.json"), anchor]) == 1
+        assert msg in capsys.readouterr().err
+    # plot draws CompressAI's files next to ours: one panel per metric any curve has
+    png = tmp_path / "rd.png"
+    assert main(["plot", anchor, str(COMPRESSAI / "compressai-bmshj2018-hyperprior_mse_cpu.json"), str(tmp_path / "mine.json"), "-o", str(png)]) == 0
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert im.width > 1000  # psnr-rgb, ms-ssim-rgb, fid: three panels in a row

@@ -248,7 +248,7 @@ def test_cli_bench_plot_bdrate(image_dir, tmp_path, capsys):
 def test_cli_errors_are_one_line(image_dir, tmp_path, capsys):
     assert eval_main(["bench", str(image_dir), "--codec", "jpeg", "-o", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == "error: baseline codecs need target rates: add --bpp 0.05,0.1,0.2"
-    assert eval_main(["bdrate", str(tmp_path / "missing.json"), str(tmp_path / "missing.json")]) == 2
+    assert eval_main(["bdrate", str(tmp_path / "missing.json"), str(tmp_path / "missing.json")]) == 1  # runtime: an input is missing
     assert "no such file" in capsys.readouterr().err
     assert eval_main(["bench", str(image_dir), "--codec", "jpeg", "--bpp", "0.1,x"]) == 2
     assert "--bpp" in capsys.readouterr().err
@@ -283,3 +283,77 @@ def test_speed_report(tmp_path, capsys):
     assert "jpeg-q60 at 96x64 on cpu" in capsys.readouterr().out
     with pytest.raises(CodError, match="runs >= 1"):
         speed(FakeCodec(2), size=(8, 8), runs=0)
+
+
+# ----------------------------------------------------------------------------- keeping the work
+class Interrupting(FakeCodec):
+    """A fixed-rate codec that counts its calls and can stop the run (Ctrl-C) at its first image."""
+
+    calls = 0
+
+    def __init__(self, factor, interrupt=False):
+        super().__init__(factor)
+        self.interrupt = interrupt
+
+    def compress(self, image):
+        Interrupting.calls += 1
+        if self.interrupt:
+            raise KeyboardInterrupt
+        return super().compress(image)
+
+
+def test_an_interrupted_bench_keeps_its_points_and_resumes(images, tmp_path, capsys):
+    """Results are written after every point; a rerun with resume=True runs only the missing
+    points (with a progress bar over images x points still to run) and gives the same curves."""
+    suite = M.MetricSuite(["psnr-rgb"])
+    out = tmp_path / "results"
+    jpeg = get_baseline("jpeg")
+    with pytest.raises(KeyboardInterrupt):
+        bench([jpeg, Interrupting(4), Interrupting(2, interrupt=True)], images, TARGETS, suite=suite, output=out, progress=False)
+    first = load_results(out / "jpeg.json", strict=True)
+    assert len(first["details"]) == 3 and [d["codec"] for d in load_results(out / "fakecodec.json")["details"]] == ["fakecodec-1.5"]
+
+    Interrupting.calls = 0
+    resumed = bench([jpeg, Interrupting(4), Interrupting(2)], images, TARGETS, suite=suite, output=out, resume=True, progress=True)
+    assert Interrupting.calls == len(images)  # only fakecodec-6 ran
+    bar = capsys.readouterr().err
+    assert f"{len(images)}/{len(images)} [" in bar and "<" in bar  # images x missing points, elapsed<remaining
+    by_name = {r["name"]: r for r in resumed}
+    assert by_name["jpeg"]["details"] == first["details"]  # taken as they were
+    assert [d["codec"] for d in by_name["fakecodec"]["details"]] == ["fakecodec-1.5", "fakecodec-6"]
+    assert load_results(out / "fakecodec.json", strict=True)["results"] == by_name["fakecodec"]["results"]
+
+    Interrupting.calls = 0
+    bench([jpeg, Interrupting(4), Interrupting(2)], images, TARGETS, suite=suite, output=out, resume=True, progress=False)
+    assert Interrupting.calls == 0  # nothing left to run
+    with pytest.raises(CodError, match=r"jpeg\.json was measured with other settings \(metrics\); pass --force"):
+        bench([jpeg], images, TARGETS, suite=M.MetricSuite(["psnr-rgb", "ms-ssim-rgb"]), output=out, resume=True, progress=False)
+    with pytest.raises(CodError, match=r"other settings \(images, crop\)"):
+        bench([jpeg], images[:1], TARGETS, suite=suite, output=out, resume=True, crop=100, progress=False)
+
+
+def test_resume_keeps_merged_targets_merged(images, tmp_path):
+    suite = M.MetricSuite(["psnr-rgb"])
+    (res,) = bench([get_baseline("jpeg")], images[:1], [0.001, 0.002, 1.0], suite=suite, output=tmp_path, progress=False)
+    assert res["meta"]["merged_targets"] == [["jpeg", 0.002]]
+    calls = []
+    jpeg = get_baseline("jpeg")
+    compress = jpeg.compress
+    jpeg.compress = lambda *a, **k: calls.append(1) or compress(*a, **k)
+    (again,) = bench([jpeg], images[:1], [0.001, 0.002, 1.0], suite=suite, output=tmp_path, resume=True, progress=False)
+    assert not calls and again["results"] == res["results"] and "0.002" in again["meta"]["notes"]["jpeg"]
+
+
+def test_cli_bench_refuses_existing_results_unless_resume_or_force(image_dir, tmp_path, capsys):
+    out = tmp_path / "res"
+    argv = ["bench", str(image_dir), "--codec", "jpeg", "--bpp", "0.5,1", "-o", str(out), "--metrics", "psnr-rgb", "--limit", "1", "--crop", "64", "-q"]
+    assert eval_main(argv) == 0
+    before = (out / "jpeg.json").read_text()
+    capsys.readouterr()
+    assert eval_main(argv) == 2
+    assert capsys.readouterr().err.strip() == f"error: {out / 'jpeg.json'} exists; pass --resume to continue it, or --force to start over"
+    assert eval_main([*argv[:5], "0.5,1,2", *argv[6:], "--resume"]) == 0  # one more target: one more point
+    assert len(load_results(out / "jpeg.json")["results"]["bpp"]) == 3
+    assert eval_main([*argv, "--force"]) == 0 and len(load_results(out / "jpeg.json")["results"]["bpp"]) == 2
+    assert json.loads(before)["details"][0]["bpp"] > 0
+    assert eval_main([*argv, "--force", "--resume"]) == 2

@@ -16,7 +16,7 @@ from cod.codec import CoDLiteCodec
 from cod.config import ModelConfig, from_dict
 from cod.diffusion.samplers import SAMPLERS
 from cod.diffusion.settings import SAMPLER_IDS, DecodeSettings
-from cod.errors import CheckpointError, ConfigError
+from cod.errors import CheckpointError, ConfigError, UsageError
 from cod.families import FAMILIES, Family, build_network, check_config, family_of, family_of_code, installed_codec_for, load, load_network
 from cod.models.lite import CoDLiteConfig, build_codlite
 from cod.zoo import COD_CFG, COD_DECODE, FAMILY_CODES, FAMILY_NAMES, MODELS, get_config
@@ -112,8 +112,10 @@ def test_installed_pick_reads_metadata_and_loads_only_the_match(tmp_path, monkey
 def test_load_network_checks_name_against_the_weights(tiny_weights):
     with pytest.raises(CheckpointError, match="holds a model with family=codlite, ds=16, codebook_bits=8, up2x=True, not cod-pixel-0.0039"):
         load_network("cod-pixel-0.0039", weights=tiny_weights["0.0312"])
-    with pytest.raises(CheckpointError, match="unknown model 'codlite-9'"):
+    with pytest.raises(UsageError, match="^unknown model codlite-9; known: codlite-0.0039, .*cod-pixel-0.0039"):
         load_network("codlite-9", random_init=True)
+    with pytest.raises(UsageError, match="^unknown model codlite-9; known: "):
+        load_network("codlite-9")  # no weights given: the same message, not "no weights installed"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

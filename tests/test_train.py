@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,12 +129,35 @@ def test_config_overrides_and_errors():
         load_config("tiny-pretrain", ["oops"])
 
 
+def test_cli_train_takes_its_data_from_the_command_line(tmp_path, monkeypatch, capsys):
+    """No shipped config names a data folder: `cod train NAME` without --data (or
+    --set data.sources) is a usage error saying what to pass; --data sets data.sources; a
+    folder holding a finished run is refused unless --force."""
+    import cod.train.run
+    from cod.cli import main
+
+    shipped = sorted((Path(cod.train.run.__file__).parent / "configs").glob("*.yaml"))
+    assert shipped and not any("shared" in f.read_text() for f in shipped)
+    assert main(["train", "tiny-pretrain", "-o", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: config tiny-pretrain: no training data; pass --data DIR") and "tests/data/photos" in err
+    seen = []
+    monkeypatch.setattr(cod.train.run, "train", lambda cfg: seen.append(cfg))
+    assert main(["train", "tiny-pretrain", "--data", str(TRAIN_PHOTOS), "--data", "more.txt", "-o", str(tmp_path / "a")]) == 0
+    assert seen[0]["data"]["sources"] == [str(TRAIN_PHOTOS), "more.txt"] and seen[0]["output"] == str(tmp_path / "a")
+    (tmp_path / "a" / "model.safetensors").parent.mkdir(parents=True)
+    (tmp_path / "a" / "model.safetensors").write_bytes(b"done")
+    assert main(["train", "tiny-pretrain", "--data", str(TRAIN_PHOTOS), "-o", str(tmp_path / "a")]) == 2
+    assert "exists (a finished run); pass --force" in capsys.readouterr().err
+    assert main(["train", "tiny-pretrain", "--data", str(TRAIN_PHOTOS), "-o", str(tmp_path / "a"), "--force"]) == 0 and len(seen) == 2
+
+
 def test_config_inheritance_and_overrides_through_omegaconf(tmp_path):
     """``base:`` chains merge mappings key by key and replace other values; ``--set`` replaces
     one value (a mapping too) after the merge; the result is plain dicts and lists."""
     from cod.errors import CodError
 
-    cfg = load_config("tiny-distill")  # tiny-distill <- tiny-onestep <- tiny-pretrain
+    cfg = load_config("tiny-distill", ["data.sources=[a, b]"])  # tiny-distill <- tiny-onestep <- tiny-pretrain
     assert "base" not in cfg and type(cfg) is dict and type(cfg["data"]["sources"]) is list
     assert cfg["stage"] == "distill" and cfg["lora"] is None and cfg["model"]["name"] == "codlite-0.0312"  # from tiny-pretrain
     assert cfg["loss"] == {"perceptual": "ms-ssim", "align_block": 1, "dmd": 2.0, "gan": 0.01, "cfg_scale": 3.0, "generator_every": 5}

@@ -5,12 +5,19 @@ and the payload format (:mod:`cod.diffc.payload`). The layers, bottom up: ``rng`
 randomness, identical on every device), ``bridge`` (flow <-> DDPM, P, Q, KL, DDIM),
 ``rcc`` (chunks and ordered random coding), ``coding`` (entropy coding with constriction),
 ``payload`` (settings and bytes), ``chain`` (the encoder and decoder loops). docs/diffc.md
-describes the algorithm and the format.
-"""
-from cod.diffc.chain import CodedStep, DiffCResult, StepStats, code_step, decode, encode, encoder_steps, flow_model, null_condition, payload_bits_for_bpp, steps_for_timestep
-from cod.diffc.payload import CPU_MAX_CHUNK_SIZE, ORIGINAL_MAX_CHUNK_SIZE, DiffCConfig, DiffCPayload
+describes the algorithm and the format (``schedules``: the original's timesteps, torch-free).
 
-__all__ = [
-    "encode", "decode", "encoder_steps", "code_step", "CodedStep", "payload_bits_for_bpp", "flow_model", "null_condition", "steps_for_timestep", "DiffCResult", "StepStats",
-    "DiffCConfig", "DiffCPayload", "CPU_MAX_CHUNK_SIZE", "ORIGINAL_MAX_CHUNK_SIZE",
-]
+The names are imported on first use (lazy_loader, as in :mod:`cod.diffusion`), so
+``cod.diffc.payload`` alone (what `cod --help` and `cod info` read) needs no torch.
+"""
+from typing import TYPE_CHECKING
+
+import lazy_loader
+
+_CHAIN = ["CodedStep", "DiffCResult", "StepStats", "code_step", "decode", "encode", "encoder_steps", "flow_model", "null_condition", "payload_bits_for_bpp", "steps_for_timestep"]
+_PAYLOAD = ["CPU_MAX_CHUNK_SIZE", "ORIGINAL_MAX_CHUNK_SIZE", "DiffCConfig", "DiffCPayload"]
+if TYPE_CHECKING:
+    from cod.diffc.chain import CodedStep, DiffCResult, StepStats, code_step, decode, encode, encoder_steps, flow_model, null_condition, payload_bits_for_bpp, steps_for_timestep
+    from cod.diffc.payload import CPU_MAX_CHUNK_SIZE, ORIGINAL_MAX_CHUNK_SIZE, DiffCConfig, DiffCPayload
+
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submodules={"bridge", "coding", "payload", "rcc", "rng", "schedules"}, submod_attrs={"chain": _CHAIN, "payload": _PAYLOAD})

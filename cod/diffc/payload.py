@@ -28,9 +28,7 @@ import struct
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
-
-from cod.diffc.bridge import DENOISING_TIMESTEPS, LATENT_ENCODING_TIMESTEPS, PIXEL_ENCODING_TIMESTEPS, check_schedule
+from cod.diffc.schedules import DENOISING_TIMESTEPS, LATENT_ENCODING_TIMESTEPS, PIXEL_ENCODING_TIMESTEPS, check_schedule
 from cod.errors import BitstreamError
 
 PAYLOAD_VERSION = 2  # 1 had a CRC-32 of its own (redundant inside the container)
@@ -46,7 +44,7 @@ _HEAD = struct.Struct(">BBBHeeI")
 def _f16(x: float, what: str) -> float:
     if not (math.isfinite(x) and 0 <= x <= 65504):
         raise ValueError(f"{what} must be in 0..65504 (a float16), got {x}")
-    return float(np.float16(x))
+    return struct.unpack(">e", struct.pack(">e", x))[0]  # float16, rounded to nearest even
 
 
 @dataclass(frozen=True)

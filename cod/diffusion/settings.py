@@ -10,8 +10,6 @@ import math
 import struct
 from dataclasses import dataclass, replace
 
-import numpy as np
-
 from cod.errors import BitstreamError
 from cod.zoo import COD_DECODE
 
@@ -40,7 +38,11 @@ class DecodeSettings:
         if not math.isfinite(self.cfg):
             raise ValueError(f"cfg must be finite, got {self.cfg}")
         # cfg is stored as float32: use exactly the value a reader will see
-        object.__setattr__(self, "cfg", float(np.float32(self.cfg)))
+        try:
+            as_f32 = struct.unpack(">f", struct.pack(">f", self.cfg))[0]
+        except OverflowError:
+            raise ValueError(f"cfg must fit a float32, got {self.cfg}") from None
+        object.__setattr__(self, "cfg", as_f32)
         object.__setattr__(self, "steps", int(self.steps))
         object.__setattr__(self, "seed", int(self.seed))
 

@@ -23,10 +23,8 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from cod.errors import CodError
-
-#: Names accepted by :func:`get_baseline` (each also as ``NAME-downK``).
-BASELINE_NAMES: tuple[str, ...] = ("jpeg", "webp", "avif", "jpegxl", "jpeg2000", "hevc")
+from cod.errors import CodError, UsageError
+from cod.eval.schema import BASELINE_NAMES
 
 
 def bits_per_pixel(data: bytes, height: int, width: int) -> float:
@@ -192,7 +190,7 @@ class DownscaledBaseline(Baseline):
 
     def __init__(self, inner: Baseline, factor: int) -> None:
         if factor < 2:
-            raise CodError(f"downscale factor must be at least 2, got {factor}")
+            raise UsageError(f"downscale factor must be at least 2, got {factor}")
         self.inner = inner
         self.factor = factor
         self.name = f"{inner.name}-down{factor}"
@@ -236,7 +234,7 @@ def get_baseline(name: str) -> Baseline:
     """A baseline by name (see :data:`BASELINE_NAMES`, optionally ``-downK``); CodError if unknown or unavailable."""
     m = re.fullmatch(r"([a-z0-9]+)(?:-down(\d+))?", name)
     if not m or m.group(1) not in _FACTORIES:
-        raise CodError(f"unknown baseline codec {name!r}; choose from {', '.join(BASELINE_NAMES)} (optionally NAME-downK)")
+        raise UsageError(f"unknown baseline codec {name!r}; choose from {', '.join(BASELINE_NAMES)} (optionally NAME-downK)")
     codec = _FACTORIES[m.group(1)]()
     return DownscaledBaseline(codec, int(m.group(2))) if m.group(2) else codec
 
@@ -276,7 +274,7 @@ def encode_at_bpp(codec: Baseline, img: np.ndarray, target_bpp: float, cache: En
     ``target_reached=False``. ``cache`` (one dict per image) is shared across targets.
     """
     if target_bpp <= 0:
-        raise CodError(f"target bpp must be positive, got {target_bpp}")
+        raise UsageError(f"target bpp must be positive, got {target_bpp}")
     h, w = img.shape[:2]
     cache = {} if cache is None else cache
 

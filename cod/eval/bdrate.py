@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from cod.errors import CodError
-from cod.eval.metrics import LOWER_IS_BETTER
+from cod.eval.schema import LOWER_IS_BETTER, read_curve, series
 
 
 def _curve(rate: Sequence[float], metric: Sequence[float], what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -100,15 +100,15 @@ class BDResult:
 
 
 def _points(results: Mapping[str, Any], metric: str) -> tuple[list[float], list[float]]:
-    res = results.get("results", {})
-    if metric not in res:
-        raise CodError(f"{results.get('name', '?')}: no {metric!r} in results (has {', '.join(k for k in res if k != 'bpp')})")
-    pairs = [(b, v) for b, v in zip(res["bpp"], res[metric]) if b is not None and v is not None]
+    curve = read_curve(results)
+    pairs = [(b, v) for b, v in zip(curve["results"]["bpp"], series(curve, metric)) if v is not None]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
 def bd_rate_results(anchor: Mapping[str, Any], test: Mapping[str, Any], metric: str = "psnr-rgb") -> BDResult:
-    """BD-rate (and BD-metric when the rate ranges overlap) between two results dicts (points with null metric skipped)."""
+    """BD-rate (and BD-metric when the rate ranges overlap) between two results dicts in
+    CompressAI's layout (cod.eval.schema.read_curve: only bpp and ``metric`` are needed; points
+    with a null metric skipped)."""
     lower = metric in LOWER_IS_BETTER
     ra, ma = _points(anchor, metric)
     rt, mt = _points(test, metric)

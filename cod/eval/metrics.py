@@ -28,20 +28,12 @@ import torch
 from torch import nn
 
 from cod.errors import CodError
-
-#: Every metric key, in the order of the results JSON (CompressAI names for PSNR / MS-SSIM).
-METRIC_KEYS: tuple[str, ...] = ("psnr-rgb", "ms-ssim-rgb", "delta-e", "lpips", "lpips-vgg", "dists", "fid", "kid")
-#: Metrics computed per image (then averaged); the others are computed over the whole set.
-PER_IMAGE_KEYS: tuple[str, ...] = ("psnr-rgb", "ms-ssim-rgb", "delta-e", "lpips", "lpips-vgg", "dists")
-SET_KEYS: tuple[str, ...] = ("fid", "kid")
-#: Metrics where a smaller value is better (distances); PSNR and MS-SSIM are higher-is-better.
-LOWER_IS_BETTER: frozenset[str] = frozenset({"delta-e", "lpips", "lpips-vgg", "dists", "fid", "kid"})
+from cod.eval.schema import LOWER_IS_BETTER, METRIC_KEYS, PER_IMAGE_KEYS, SET_KEYS, WEIGHTS_ENV  # noqa: F401 - the names live in schema (no torch)
 
 #: torchvision's AlexNet ImageNet weights (LPIPS-Alex); the older file name holds the same weights.
 ALEXNET_FILES: tuple[str, ...] = ("alexnet-owt-7be5be79.pth", "alexnet-owt-4df8aa71.pth")
 #: torchvision's VGG16 ImageNet weights (LPIPS-VGG and DISTS).
 VGG16_FILES: tuple[str, ...] = ("vgg16-397923af.pth",)
-WEIGHTS_ENV = "COD_WEIGHTS_DIR"
 
 #: torchmetrics' MS-SSIM (5 scales, 11-tap window) needs side // 16 > 10, i.e. at least 176 px.
 MS_SSIM_MIN_SIDE = 176

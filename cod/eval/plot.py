@@ -6,8 +6,8 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from cod.errors import CodError
-from cod.eval.metrics import LOWER_IS_BETTER
+from cod.errors import CodError, UsageError
+from cod.eval.schema import LOWER_IS_BETTER, read_curve, series
 from cod.image_io import atomic_write_bytes
 
 #: Panel order and axis labels.
@@ -35,8 +35,13 @@ def _log_bpp_axis(ax, bpps: Sequence[float]) -> None:
         ax.xaxis.set_minor_formatter(NullFormatter())
 
 
+def _values(curve: Mapping[str, Any], metric: str) -> list[float | None]:
+    """The curve's values of ``metric`` (all None when it has none)."""
+    return series(curve, metric) if metric in curve["results"] else [None] * len(curve["results"]["bpp"])
+
+
 def _has_values(results: Sequence[Mapping[str, Any]], metric: str) -> bool:
-    return any(v is not None for r in results for v in r["results"].get(metric, []))
+    return any(v is not None for r in results for v in _values(r, metric))
 
 
 def plot_rd(
@@ -56,10 +61,11 @@ def plot_rd(
 
     if not results:
         raise CodError("nothing to plot: no results given")
+    results = [read_curve(r) for r in results]
     wanted = list(metrics) if metrics is not None else [m for m in PLOT_METRICS if _has_values(results, m)]
     unknown = [m for m in wanted if m not in PLOT_METRICS]
     if unknown:
-        raise CodError(f"cannot plot metric {unknown[0]!r}; choose from {', '.join(PLOT_METRICS)}")
+        raise UsageError(f"cannot plot metric {unknown[0]!r}; choose from {', '.join(PLOT_METRICS)}")
     wanted = [m for m in wanted if _has_values(results, m)]
     if not wanted:
         raise CodError("nothing to plot: no metric has values in these results")
@@ -73,7 +79,7 @@ def plot_rd(
     for i, metric in enumerate(wanted):
         ax = axes[i // cols][i % cols]
         for j, res in enumerate(results):
-            pts = [(b, v) for b, v in zip(res["results"]["bpp"], res["results"].get(metric, [])) if v is not None]
+            pts = [(b, v) for b, v in zip(res["results"]["bpp"], _values(res, metric)) if v is not None]
             if not pts:
                 continue
             xs, ys = zip(*pts)

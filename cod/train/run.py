@@ -17,7 +17,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, Sampler
 
-from cod.errors import CodError
+from cod.errors import CodError, UsageError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -36,7 +36,7 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> dict[s
         path = CONFIG_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         shipped = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-        raise CodError(f"config {name_or_path!r} not found (shipped configs: {shipped})")
+        raise UsageError(f"config {name_or_path!r} not found (shipped configs: {shipped})")
     try:
         cfg = OmegaConf.create(yaml.safe_load(path.read_text()) or {})
         if "base" in cfg:
@@ -44,7 +44,7 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> dict[s
             cfg = OmegaConf.merge(OmegaConf.create(load_config(base)), cfg)
         for item in overrides or []:
             if "=" not in item:
-                raise CodError(f"--set expects key=value, got {item!r}")
+                raise UsageError(f"--set expects key=value, got {item!r}")
             key, value = item.split("=", 1)
             OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)
         return OmegaConf.to_container(cfg, resolve=True)
@@ -182,6 +182,8 @@ def train(cfg: dict[str, Any], callbacks: list[Any] | None = None) -> Path:
         _init_weights(module, cfg["init_from"], bool(cfg.get("init_strict", True)))
     if cfg.get("lora"):
         _apply_lora(module, cfg["lora"])
+    if not data.get("sources"):
+        raise UsageError("no training data: set data.sources (`cod train NAME --data DIR`)")
     dataset = RandomCropDataset(data["sources"], int(data["size"]), flip=bool(data.get("flip", True)), seed=seed, scale=tuple(data.get("scale", (1.0, 1.0))), cache=bool(data.get("cache", False)))
     print(f"training data: {len(dataset.files)} images ({dataset.stats.summary()})")
 
@@ -251,8 +253,19 @@ def train(cfg: dict[str, Any], callbacks: list[Any] | None = None) -> Path:
 
 
 def main(args) -> int:
+    """`cod train CONFIG [--data DIR ...] [--set k=v ...] [-o OUT] [--force]`."""
     cfg = load_config(args.config, args.set)
     if args.output:
         cfg["output"] = args.output
+    if getattr(args, "data", None):
+        cfg.setdefault("data", {})["sources"] = list(args.data)
+    if not cfg.get("data", {}).get("sources"):
+        raise UsageError(
+            f"config {args.config}: no training data; pass --data DIR (a folder of photos; a clone has four in tests/data/photos) "
+            "or --set data.sources=[DIR,...]"
+        )
+    exported = Path(cfg.get("output", "runs/train")) / "model.safetensors"
+    if exported.exists() and not getattr(args, "force", False):
+        raise UsageError(f"{exported} exists (a finished run); pass --force to replace it (training continues from {exported.parent}/checkpoints/last.ckpt if there is one), or choose another -o")
     train(cfg)
     return 0
