@@ -335,7 +335,8 @@ def cmd_fit_prior(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
-    from cod.codec import FORMATS, PAD_MODES
+    from cod.codec import FORMATS
+    from cod.tensor_io import PAD_MODES
 
     parser = argparse.ArgumentParser(prog="cod", description="Diffusion-based generative image compression (CoD-Lite).")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -25,12 +25,13 @@ import torch
 from PIL import Image
 
 from cod import bitstream as bs
-from cod.codec import PAD_MODES, IndexCodec, Timing, image_to_tensor, pad_image, tensor_to_uint8
+from cod.codec import IndexCodec, Timing
 from cod.diffusion.samplers import StepInfo, flow_timesteps, get_sampler, guided, initial_noise
 from cod.diffusion.settings import DecodeSettings
 from cod.entropy import IndexPrior
 from cod.image_io import as_rgb_array
 from cod.models.cod_dit import CoDDiTBase
+from cod.tensor_io import PAD_MODES, image_to_tensor, pad_image, tensor_to_uint8
 
 
 def bf16_round(x: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from cod import bitstream as bs
@@ -24,9 +23,9 @@ from cod.entropy import IndexPrior
 from cod.errors import BitstreamError, CodError, ModelMismatchError
 from cod.image_io import DEFAULT_MAX_PIXELS, as_rgb_array
 from cod.models.lite import CoDLite
+from cod.tensor_io import PAD_MODES, image_to_tensor, pad_image, tensor_to_uint8
 from cod.zoo import FAMILY_CODES, nominal_bpp, pad_multiple
 
-PAD_MODES = ("replicate", "reflect", "constant")
 FORMATS = ("cod", "official")  # our container, or the original code's 4-byte header
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -43,29 +42,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CodError(f"device {device} asked for, but no CUDA GPU is available")
     return dev
-
-
-def image_to_tensor(arr: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """HxWx3 uint8 -> (1,3,H,W) float32 in [0,1] (exactly u8/255, as to_tensor)."""
-    t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
-    return t.to(device).permute(2, 0, 1)[None].float().div(255.0)
-
-
-def tensor_to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(1,3,H,W) in [-1,1] -> HxWx3 uint8: trunc(clip((x+1)*127.5 + 0.5, 0, 255)) in float32."""
-    u8 = ((x.float() + 1) * 127.5 + 0.5).clamp(0, 255).to(torch.uint8)
-    return u8[0].permute(1, 2, 0).cpu().numpy()
-
-
-def pad_image(x: torch.Tensor, multiple: int, mode: str = "replicate") -> torch.Tensor:
-    """Pad (B,C,H,W) at the bottom/right up to multiples of ``multiple``."""
-    h, w = x.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
-    if not ph and not pw:
-        return x
-    if mode == "reflect" and (ph >= h or pw >= w):
-        mode = "replicate"  # reflection needs more pixels than the pad; fall back
-    return F.pad(x, (0, pw, 0, ph), mode=mode, value=0.0) if mode == "constant" else F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
 @dataclass
