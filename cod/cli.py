@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from cod.cliargs import add_device_arg, add_unsafe_pickle_arg
+from cod.cliargs import add_device_arg, add_precision_args, add_unsafe_pickle_arg, memory_arg
 from cod.errors import CodError
 
 IMAGE_OUT_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
@@ -41,6 +41,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     add_unsafe_pickle_arg(p)
     add_device_arg(p)
     p.add_argument("--vae", default=None, help="CoD latent models: folder of the SD VAE (sd-vae-ft-ema); default $COD_VAE_DIR")
+    add_precision_args(p)
 
 
 def _add_decode_args(p: argparse.ArgumentParser, where: str) -> None:
@@ -67,7 +68,12 @@ def _decode_kwargs(args: argparse.Namespace, codec) -> dict[str, Any]:
 def _load_codec(args: argparse.Namespace, **kw: Any):
     import cod
 
-    return cod.load(args.model, weights=args.weights, device=args.device, config_yaml=args.config, vae=args.vae, progress=True, unsafe_pickle=args.unsafe_pickle, **kw)
+    return cod.load(args.model, weights=args.weights, device=args.device, config_yaml=args.config, vae=args.vae, progress=True, unsafe_pickle=args.unsafe_pickle, **_precision_kwargs(args), **kw)
+
+
+def _precision_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """--precision / --max-memory as cod.load keywords (None: the codec's defaults)."""
+    return {"precision": args.precision, "memory_budget": memory_arg(args.max_memory)}
 
 
 def _run_files(files: list[Path], desc: str, fn: Callable[[Path], None]) -> int:
@@ -159,7 +165,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         if c is None:
             if not loaded and not installed_weights():
                 _load_codec(args)  # raises the usual "no weights installed" error
-            c = installed_codec_for(data, device=args.device, cache=loaded)
+            c = installed_codec_for(data, device=args.device, cache=loaded, **_precision_kwargs(args))
         img = c.decompress(data, format=args.format, **(decode_kw or _decode_kwargs(args, c)))
         dst = _output_path(src, args.output, len(expanded), _decoded_name(src, args.output is not None))
         write_image(dst, np.asarray(img))
