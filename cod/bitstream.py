@@ -21,6 +21,11 @@ Version 2 (entropy-coded indices, cod.entropy) inserts three bytes before the pa
 the index coding (1 static prior, 2 context prior) and the 16-bit tag of the model's prior;
 its payload is the range coder's output.
 
+Version 3 (DiffC, cod.diffc; CoD models only) is version 2's layout with index coding 0
+allowed (fixed-length indices, prior tag 0) and a 4-byte index length before the payload
+length; its payload is the indices (that many bytes) followed by the DiffC payload. One
+CRC-32 covers everything.
+
 The official layout is 2-byte little-endian width and height followed by the same payload
 (CoD-Lite writes width first; the CoD parent model's CLI swaps them, spec §10).
 """
@@ -39,8 +44,10 @@ from cod.zoo import FAMILY_NAMES
 MAGIC = b"CoD"
 VERSION = 1  # fixed-length indices
 VERSION_ENTROPY = 2  # range-coded indices (cod.entropy)
-VERSIONS = (VERSION, VERSION_ENTROPY)
-_CODING = struct.Struct(">BH")  # v2: index coding, prior tag
+VERSION_DIFFC = 3  # indices (fixed-length or range-coded) + a DiffC payload (cod.diffc)
+VERSIONS = (VERSION, VERSION_ENTROPY, VERSION_DIFFC)
+_CODING = struct.Struct(">BH")  # v2, v3: index coding, prior tag
+_INDEX_LEN = struct.Struct(">I")  # v3: bytes of indices at the start of the payload
 _FIXED = struct.Struct(">3sBBBBHIIB")  # magic..n_settings (18 bytes)
 _TAIL = struct.Struct(">II")  # payload length, CRC-32
 HEADER_MIN = _FIXED.size + _TAIL.size  # 26 bytes
@@ -92,10 +99,11 @@ class CodHeader:
     settings: bytes = b""
     coding: int = 0  # 0: fixed-length (v1); cod.entropy.CODING_* (v2)
     prior_tag: int = 0
+    diffc: bool = False  # v3: a DiffC payload follows the indices
 
     @property
     def version(self) -> int:
-        return VERSION_ENTROPY if self.coding else VERSION
+        return VERSION_DIFFC if self.diffc else VERSION_ENTROPY if self.coding else VERSION
 
     @property
     def family_name(self) -> str:
@@ -105,8 +113,9 @@ class CodHeader:
 @dataclass(frozen=True)
 class CodFile:
     header: CodHeader
-    payload: bytes
+    payload: bytes  # the indices
     size: int  # bytes of the whole file, header included
+    diffc: bytes | None = None  # v3: the DiffC payload after the indices
 
     @property
     def bpp(self) -> float:
@@ -114,24 +123,30 @@ class CodFile:
         return 8 * self.size / (self.header.height * self.header.width)
 
 
-def write_cod(header: CodHeader, payload: bytes) -> bytes:
-    """Serialise a container: v1, or v2 when the header names an index coding."""
+def write_cod(header: CodHeader, payload: bytes, diffc: bytes | None = None) -> bytes:
+    """Serialise a container: v1, v2 when the header names an index coding, v3 when it is a
+    DiffC file (``diffc``: the DiffC payload, written after the indices ``payload``)."""
     h = header
+    if h.diffc != (diffc is not None):
+        raise ValueError("a DiffC payload goes with a DiffC header (diffc=True), and only there")
     if not (1 <= h.height <= MAX_SIDE and 1 <= h.width <= MAX_SIDE):
         raise ValueError(f"image size {h.height}x{h.width} out of range")
     if len(h.settings) > 255:
         raise ValueError("decode settings longer than 255 bytes")
     head = _FIXED.pack(MAGIC, h.version, h.family, h.ds, h.bits, h.model_tag & 0xFFFF, h.height, h.width, len(h.settings))
     head += h.settings
-    if h.coding:
+    if h.coding or h.diffc:
         head += _CODING.pack(h.coding, h.prior_tag & 0xFFFF)
+    if h.diffc:
+        head += _INDEX_LEN.pack(len(payload))
+        payload += diffc
     head += struct.pack(">I", len(payload))
     crc = zlib.crc32(payload, zlib.crc32(head))
     return head + struct.pack(">I", crc) + payload
 
 
 def read_cod(data: bytes) -> CodFile:
-    """Parse and check a v1 or v2 container: magic, version, lengths, CRC. One-line errors."""
+    """Parse and check a v1, v2 or v3 container: magic, version, lengths, CRC. One-line errors."""
     if len(data) < 4 or data[:3] != MAGIC:
         if len(data) < 3 and MAGIC.startswith(data):
             raise BitstreamError(f"truncated .cod file ({len(data)} bytes)")
@@ -141,12 +156,13 @@ def read_cod(data: bytes) -> CodFile:
     if len(data) < HEADER_MIN:
         raise BitstreamError(f"truncated .cod file: {len(data)} bytes, the header alone needs {HEADER_MIN}")
     magic, version, family, ds, bits, tag, height, width, nset = _FIXED.unpack_from(data, 0)
-    extra = _CODING.size if version == VERSION_ENTROPY else 0
+    extra = {VERSION: 0, VERSION_ENTROPY: _CODING.size, VERSION_DIFFC: _CODING.size + _INDEX_LEN.size}[version]
     head_len = _FIXED.size + nset + extra + _TAIL.size
     if len(data) < head_len:
         raise BitstreamError(f"truncated .cod file: {len(data)} bytes, header needs {head_len}")
     settings = bytes(data[_FIXED.size : _FIXED.size + nset])
     coding, prior_tag = _CODING.unpack_from(data, _FIXED.size + nset) if extra else (0, 0)
+    (index_len,) = _INDEX_LEN.unpack_from(data, _FIXED.size + nset + _CODING.size) if version == VERSION_DIFFC else (None,)
     payload_len, crc = _TAIL.unpack_from(data, _FIXED.size + nset + extra)
     body = len(data) - head_len
     if body != payload_len:
@@ -157,9 +173,14 @@ def read_cod(data: bytes) -> CodFile:
         raise BitstreamError("corrupt .cod file: CRC-32 mismatch")
     if height == 0 or width == 0 or ds == 0 or not 1 <= bits <= 16:
         raise BitstreamError(f"corrupt .cod file: invalid header (size {height}x{width}, ds {ds}, bits {bits})")
-    if extra and coding not in (1, 2):
+    if extra and coding not in ((1, 2) if version == VERSION_ENTROPY else (0, 1, 2)):
         raise BitstreamError(f"corrupt .cod file: unknown index coding {coding}")
-    return CodFile(CodHeader(family, ds, bits, tag, height, width, settings, coding, prior_tag), payload, len(data))
+    header = CodHeader(family, ds, bits, tag, height, width, settings, coding, prior_tag, diffc=index_len is not None)
+    if index_len is None:
+        return CodFile(header, payload, len(data))
+    if index_len > len(payload):
+        raise BitstreamError(f"corrupt .cod file: {index_len} bytes of indices in a payload of {len(payload)}")
+    return CodFile(header, payload[:index_len], len(data), payload[index_len:])
 
 
 def check_model(header: CodHeader, family: int, ds: int, bits: int, model_tag: int, model_name: str) -> None:

@@ -65,6 +65,32 @@ def _decode_kwargs(args: argparse.Namespace, codec) -> dict[str, Any]:
     return kw
 
 
+def _add_diffc_args(p: argparse.ArgumentParser) -> None:
+    from cod.diffc.payload import CPU_MAX_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
+
+    g = p.add_argument_group("DiffC (CoD models): code the reverse diffusion chain after the indices, for any rate above theirs (docs/diffc.md)")
+    g.add_argument("--diffc", action="store_true", help="write a DiffC file (.cod v3) at the rate --bpp or --diffc-step; decompress needs no flags")
+    g.add_argument("--bpp", type=float, default=None, help="target rate of the whole file (header included), bits per pixel of the original image; lands within a step of the chain")
+    g.add_argument("--diffc-step", type=int, default=None, metavar="N", help="code N steps of the chain instead of a target rate (0..142 pixel, 0..160 latent)")
+    g.add_argument("--diffc-chunk", type=int, default=None, metavar="BITS", help=f"max_chunk_size, {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE} (default {CPU_MAX_CHUNK_SIZE}): the encoder's time per step grows as 2^BITS, the bits spent above the KL shrink")
+
+
+def _diffc_kwargs(args: argparse.Namespace, codec, decode_kw: dict[str, Any]) -> dict[str, Any]:
+    """--diffc, --bpp, --diffc-step, --diffc-chunk, checked once before any image (the codec's
+    diffc_options); an error for CoD-Lite."""
+    kw = {k: v for k, v in dict(bpp=args.bpp, diffc_step=args.diffc_step, diffc_chunk=args.diffc_chunk).items() if v is not None}
+    if not (args.diffc or kw):
+        return {}
+    flags = ", ".join(f"--{k.replace('_', '-')}" for k in (["diffc"] if args.diffc else []) + list(kw))
+    if not getattr(codec, "diffc_capable", False):
+        raise CodError(f"{flags}: {codec.name} decodes in one step; DiffC runs on the CoD models (cod-pixel, cod-latent)")
+    if not args.diffc:
+        raise CodError(f"{flags}: apply to DiffC; add --diffc")
+    kw["diffc"] = True
+    codec.diffc_options(**kw, **decode_kw, format=getattr(args, "format", "cod"))
+    return kw
+
+
 def _load_codec(args: argparse.Namespace, **kw: Any):
     import cod
 
@@ -113,17 +139,20 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     files, codec = _images_and_codec(args)
     decode_kw = _decode_kwargs(args, codec)
+    diffc_kw = _diffc_kwargs(args, codec, decode_kw)
     if args.format == "official":
         print("note: the official format stores no original size; the decoded image keeps the padding", file=sys.stderr)
 
     def one(src: Path) -> None:
         image = read_image(src)
-        data = codec.compress(image, format=args.format, **decode_kw)
+        data = codec.compress(image, format=args.format, **decode_kw, **diffc_kw)
         dst = _output_path(src, args.output, len(files), src.name + ".cod")
         atomic_write_bytes(dst, data)
         if not args.quiet:
             h, w = image.shape[:2]
-            print(f"{src} -> {dst}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp")
+            d = codec.last_diffc if diffc_kw else None
+            more = f"; DiffC {d.n_steps} steps (stops at tau {d.steps[-1].tau_next if d.steps else 1000}), {8 * len(d.payload)} payload bits" if d else ""
+            print(f"{src} -> {dst}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp{more}")
 
     return _run_files(files, "compress", one)
 
@@ -213,11 +242,19 @@ def cmd_info(args: argparse.Namespace) -> int:
         if h.coding:  # .cod v2: what the range coder paid, against the fixed-length v1 file
             from cod.entropy import CODING_NAMES
 
-            v1_bytes = f.size - len(f.payload) - 3 + bs.packed_size(n_idx, h.bits)
+            fixed = f.size - len(f.payload) - (3 if h.version == bs.VERSION_ENTROPY else 0) + bs.packed_size(n_idx, h.bits)
             info.update(index_coding=CODING_NAMES.get(h.coding, str(h.coding)), prior_tag=f"{h.prior_tag:04x}",
-                        bits_per_index=round(8 * len(f.payload) / n_idx, 4), saving=f"{100 * (1 - f.size / v1_bytes):.1f}% against fixed-length indices ({v1_bytes} bytes as v1)")
+                        bits_per_index=round(8 * len(f.payload) / n_idx, 4), saving=f"{100 * (1 - f.size / fixed):.1f}% against fixed-length indices ({fixed} bytes with them)")
         else:
             info.update(index_coding="fixed-length", bits_per_index=h.bits)
+        if f.diffc is not None:  # .cod v3: the coded chain after the indices
+            from cod.diffc.payload import DiffCPayload
+
+            info.update(payload_bytes=len(f.payload) + len(f.diffc), index_bytes=len(f.payload), diffc_bytes=len(f.diffc), diffc_bits=8 * len(f.diffc))
+            try:
+                info.update(DiffCPayload.from_bytes(f.diffc).describe())
+            except CodError as exc:
+                info["diffc"] = f"unreadable ({exc})"
         fam = family_of_code(h.family)
         if fam is not None and h.settings:
             try:
@@ -239,13 +276,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from cod.image_io import atomic_write_bytes, read_image
 
     files, codec = _images_and_codec(args)
+    diffc_kw = _diffc_kwargs(args, codec, {})
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="cod-eval-") as tmp:
 
         def one(src: Path) -> None:
             ref = read_image(src)
             t0 = time.perf_counter()
-            data = codec.compress(ref)
+            data = codec.compress(ref, **diffc_kw)
             t_enc = time.perf_counter() - t0
             cod_path = Path(tmp) / (src.name + ".cod")
             atomic_write_bytes(cod_path, data)
@@ -352,10 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None, help="output folder (or file, for one input); default: next to the input")
     _add_model_args(p)
     p.add_argument("--format", default="cod", choices=FORMATS, help="container: ours or the original code's 4-byte header (fixed-length indices)")
-    p.add_argument("--entropy", default="on", choices=["on", "off"], help="on: range-code the indices under the weights' prior (.cod v2) when they carry one (`cod fit-prior`); off: fixed-length indices (.cod v1)")
+    p.add_argument("--entropy", default="on", choices=["on", "off"], help="on: range-code the indices under the weights' prior (.cod v2, and inside DiffC files) when they carry one (`cod fit-prior`); off: fixed-length indices (.cod v1)")
     p.add_argument("--pad", default="replicate", choices=PAD_MODES, help="padding to the model multiple")
     p.add_argument("-q", "--quiet", action="store_true")
     _add_decode_args(p, "stored in the file")
+    _add_diffc_args(p)
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("decompress", help=".cod files -> images")
@@ -373,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pad", default="replicate", choices=PAD_MODES)
     p.add_argument("--entropy", default="on", choices=["on", "off"], help="as for compress")
     p.add_argument("--json", default=None, help="write results to this JSON file")
+    _add_diffc_args(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("info", help="describe .cod files")

@@ -4,6 +4,7 @@
     data = codec.compress(image)              # .cod bytes; decode settings inside
     image = codec.decompress(data)            # PIL.Image, original size, bit-identical every time
     image = codec.decompress(data, steps=50)  # override any stored setting
+    data = codec.compress(image, diffc=True, bpp=0.1)   # DiffC (.cod v3): any rate above the indices'
 
 Same contract as :class:`cod.codec.CoDLiteCodec`: indices <-> bytes, condition maps,
 sampling with the decode settings of :mod:`cod.diffusion.settings`, VAE, uint8.
@@ -13,11 +14,16 @@ CPU generator seeded with ``seed``; the CFG null condition is the codec's output
 all -1 image of the (padded) image size, computed per size (not cached once, bug B3; and
 built at the image shape for latent models, bug B2); the batch [null; cond] goes through
 the sampler; latent samples go through the SD VAE. Everything runs in float32.
+
+DiffC files (docs/diffc.md, spec §11) carry the indices and a DiffC payload; they decode
+through the coded reverse chain and its DDIM finish (:mod:`cod.diffc`) instead of the sampler.
 """
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -25,10 +31,14 @@ import torch
 from PIL import Image
 
 from cod import bitstream as bs
-from cod.codec import IndexCodec, Timing
+from cod.codec import IndexCodec, IndexFile, Timing
+from cod.diffc import DiffCConfig, DiffCPayload, DiffCResult, payload_bits_for_bpp
+from cod.diffc import decode as diffc_decode
+from cod.diffc import encode as diffc_encode
 from cod.diffusion.samplers import StepInfo, flow_timesteps, get_sampler, guided, initial_noise
 from cod.diffusion.settings import DecodeSettings
 from cod.entropy import IndexPrior
+from cod.errors import CodError
 from cod.image_io import as_rgb_array
 from cod.models.cod_dit import CoDDiTBase
 from cod.tensor_io import PAD_MODES, image_to_tensor, pad_image, tensor_to_uint8
@@ -62,6 +72,7 @@ class CoDCodec(IndexCodec):
     prior: IndexPrior | None = None  # the weights' index prior (cod.entropy); None: v1 files only
     entropy: bool = True  # write .cod v2 when there is a prior
     last_timing: Timing = field(default_factory=Timing)
+    last_diffc: DiffCResult | None = None  # what the last DiffC compress coded (steps, bits, reconstruction)
 
     def __post_init__(self) -> None:
         if self.pad_mode not in PAD_MODES:
@@ -74,6 +85,7 @@ class CoDCodec(IndexCodec):
             self._get_vae()  # a VAE given explicitly is checked now, not at the first decode
 
     official_floor_grid = False
+    diffc_capable = True
 
     # ---------------------------------------------------------- properties
     @property
@@ -92,16 +104,20 @@ class CoDCodec(IndexCodec):
 
     # ---------------------------------------------------------- indices
     def _image01(self, image) -> tuple[torch.Tensor, int, int]:
+        """The padded image in [0, 1] (exact u8/255) and the original size."""
         arr = as_rgb_array(image)
         H, W = arr.shape[:2]
-        x = pad_image(image_to_tensor(arr, self.device), self.multiple, self.pad_mode)
-        return bf16_round(x), H, W
+        return pad_image(image_to_tensor(arr, self.device), self.multiple, self.pad_mode), H, W
+
+    @torch.inference_mode()
+    def _indices(self, x01: torch.Tensor) -> np.ndarray:
+        return self.model.condition.encode(bf16_round(x01))[0].cpu().numpy()
 
     @torch.inference_mode()
     def encode(self, image) -> tuple[np.ndarray, int, int]:
         """Image -> (indices (h*w,) int64, original height, original width)."""
         x, H, W = self._image01(image)
-        return self.model.condition.encode(x)[0].cpu().numpy(), H, W
+        return self._indices(x), H, W
 
     @torch.inference_mode()
     def null_condition(self, height: int, width: int) -> torch.Tensor:
@@ -168,15 +184,106 @@ class CoDCodec(IndexCodec):
         x = self.to_image(self.sample(cond, hp, wp, settings, progress))
         return tensor_to_uint8(x[:, :, :height, :width])
 
+    # ---------------------------------------------------------- DiffC
+    def _show(self, progress: bool | None) -> bool:
+        return self.progress if progress is None else progress
+
+    def diffc_options(
+        self, diffc: bool | DiffCConfig = True, bpp: float | None = None, diffc_step: int | None = None, diffc_chunk: int | None = None,
+        cfg: float | None = None, seed: int | None = None, steps: int | None = None, sampler: str | None = None, format: str = "cod",
+    ) -> DiffCConfig:
+        """Check the DiffC options of :meth:`compress` (one-line CodErrors) and return the
+        DiffC settings: ``diffc`` itself when a DiffCConfig, else the original's for this family
+        (DiffCConfig.for_family), with ``diffc_chunk`` (max_chunk_size), ``cfg`` (the finish's
+        guidance) and ``seed`` (the shared randomness) applied."""
+        if not diffc:
+            raise CodError("bpp, diffc_step and diffc_chunk apply to DiffC (diffc=True, --diffc)")
+        if format != "cod":
+            raise CodError("the official format has no room for DiffC: use the .cod container (format cod)")
+        if steps is not None or sampler is not None:
+            raise CodError("steps and sampler (--steps, --sampler) set CoD's sampler; a DiffC file decodes through its coded chain (cfg and seed apply)")
+        if (bpp is None) == (diffc_step is None):
+            raise CodError("DiffC needs one rate: bpp (--bpp, of the whole file) or diffc_step (--diffc-step, coded steps)")
+        config = diffc if isinstance(diffc, DiffCConfig) else DiffCConfig.for_family(self.family)
+        over = {k: v for k, v in dict(max_chunk_size=diffc_chunk, decoding_guidance=cfg, seed=seed).items() if v is not None}
+        try:
+            config = replace(config, **over)
+        except ValueError as exc:
+            raise CodError(f"DiffC: {exc}") from None
+        n_sched = len(config.encoding_timesteps)
+        if diffc_step is not None and not 0 <= diffc_step <= n_sched:
+            raise CodError(f"diffc_step (--diffc-step) must be in 0..{n_sched}, the steps of the {self.family} DiffC schedule; got {diffc_step}")
+        if bpp is not None and not (math.isfinite(bpp) and bpp > 0):
+            raise CodError(f"bpp (--bpp) must be a positive number, got {bpp}")
+        return config
+
+    @torch.inference_mode()
+    def _encode_diffc(self, image, config: DiffCConfig, bpp: float | None, n_steps: int | None, progress: bool | None) -> tuple[np.ndarray, int, int, DiffCResult]:
+        """Image -> (indices, height, width, DiffC result) at a target rate ``bpp`` of the
+        whole file (header included) or for ``n_steps`` coded steps (docs/diffc.md). The
+        chain codes the padded image in [-1, 1], or for latent models the VAE's posterior mean
+        of it, given the condition decoded from the indices (what the decoder has)."""
+        vae = self._get_vae() if self.latent else None  # the encoder needs the VAE too: fail before any work
+        x01, H, W = self._image01(image)
+        idx = self._indices(x01)
+        cond = self.condition_from_indices(idx, self.grid(H, W))
+        hp, wp = x01.shape[-2:]
+        target = vae.encode(x01, sample=False) if self.latent else x01 * 2 - 1
+        kw = dict(uncond=self.null_condition(hp, wp), config=config, progress=self._show(progress))
+        if n_steps is not None:
+            return idx, H, W, diffc_encode(self.model, target, cond, n_steps=n_steps, **kw)
+        other = len(self.write_file(idx, H, W, "cod", diffc=b""))  # header and indices
+        budget = payload_bits_for_bpp(bpp, H, W, other)
+        least = other + DiffCPayload.overhead_bytes(config)
+        if budget < 8 * DiffCPayload.overhead_bytes(config):
+            raise CodError(f"bpp {bpp:g} is below the least a DiffC file of this {W}x{H} image takes: {8 * least / (H * W):.4f} bpp (header, CoD indices, DiffC settings)")
+        res = diffc_encode(self.model, target, cond, target_bits=budget, **kw)
+        n_sched = len(config.encoding_timesteps)
+        if res.n_steps == n_sched and 8 * len(res.payload) < 0.9 * budget:
+            warnings.warn(f"the whole DiffC chain ({n_sched} steps) reaches only {8 * (other + len(res.payload)) / (H * W):.4f} bpp, below the {bpp:g} asked for")
+        return idx, H, W, res
+
+    @torch.inference_mode()
+    def decode_diffc(self, indices: np.ndarray, height: int, width: int, payload: bytes, progress: bool | None = None) -> np.ndarray:
+        """Indices and a DiffC payload of an image of the given original size -> HxWx3 uint8:
+        the coded chain, then the DDIM finish, the VAE for latent models (docs/diffc.md)."""
+        if self.latent:
+            self._get_vae()  # fail before sampling when the VAE is missing
+        h, w = self.grid(height, width)
+        cond = self.condition_from_indices(indices, (h, w))
+        hp, wp = h * self.ds, w * self.ds
+        x = diffc_decode(self.model, payload, cond, self.noise_shape(hp, wp), self.null_condition(hp, wp), progress=self._show(progress))
+        return self.diffc_image(x, height, width)
+
+    @torch.inference_mode()
+    def diffc_image(self, reconstruction: torch.Tensor, height: int, width: int) -> np.ndarray:
+        """A DiffC reconstruction (the target's space) -> HxWx3 uint8 of the original size;
+        ``diffc_image(codec.last_diffc.reconstruction, H, W)`` is what the file decodes to."""
+        return tensor_to_uint8(self.to_image(reconstruction)[:, :, :height, :width])
+
     # ---------------------------------------------------------- bytes
-    def compress(self, image, format: str = "cod", steps: int | None = None, cfg: float | None = None, sampler: str | None = None, seed: int | None = None) -> bytes:
+    def compress(
+        self, image, format: str = "cod", steps: int | None = None, cfg: float | None = None, sampler: str | None = None, seed: int | None = None,
+        diffc: bool | DiffCConfig = False, bpp: float | None = None, diffc_step: int | None = None, diffc_chunk: int | None = None, progress: bool | None = None,
+    ) -> bytes:
         """Image (path, PIL, HxWx3 uint8 array or (3,H,W) tensor) -> file bytes. The decode
         settings (model defaults unless given) are stored in the header; the official
-        format has no room for them."""
+        format has no room for them.
+
+        DiffC (``diffc=True``, or a DiffCConfig; docs/diffc.md): a .cod v3 file whose rate is
+        ``bpp`` for the whole file (header included) or ``diffc_step`` coded steps;
+        ``diffc_chunk`` is max_chunk_size (default 8); ``cfg`` and ``seed`` set the DiffC
+        finish's guidance and the shared randomness (``steps`` and ``sampler`` do not apply).
+        :attr:`last_diffc` then holds what was coded."""
         t0 = time.perf_counter()
-        settings = self.default_settings.override(steps, cfg, sampler, seed)
-        idx, H, W = self.encode(image)
-        data = self.write_file(idx, H, W, format, settings.to_bytes(), height_first=True)
+        if diffc or any(v is not None for v in (bpp, diffc_step, diffc_chunk)):
+            config = self.diffc_options(diffc, bpp, diffc_step, diffc_chunk, cfg, seed, steps, sampler, format)
+            idx, H, W, self.last_diffc = self._encode_diffc(image, config, bpp, diffc_step, progress)
+            data = self.write_file(idx, H, W, format, diffc=self.last_diffc.payload)
+        else:
+            settings = self.default_settings.override(steps, cfg, sampler, seed)
+            idx, H, W = self.encode(image)
+            data = self.write_file(idx, H, W, format, settings.to_bytes(), height_first=True)
         self.last_timing.encode_s = time.perf_counter() - t0
         return data
 
@@ -185,17 +292,26 @@ class CoDCodec(IndexCodec):
 
         ``format="official"`` reads the CoD CLI's 4-byte header as (height, width) (the
         official reader swaps them, bug B1) and uses the model's default settings."""
-        idx, H, W, grid, raw = self.read_file(data, format, height_first=True)
-        settings = DecodeSettings.from_bytes(raw) if raw else self.default_settings
-        return idx, H, W, grid, settings
+        f = self.read_file(data, format, height_first=True)
+        return f.indices, f.height, f.width, f.grid, self._settings(f)
+
+    def _settings(self, f: IndexFile) -> DecodeSettings:
+        return DecodeSettings.from_bytes(f.settings) if f.settings else self.default_settings
 
     def decompress(self, data: bytes, format: str = "cod", steps: int | None = None, cfg: float | None = None, sampler: str | None = None, seed: int | None = None, progress: bool | None = None) -> Image.Image:
         """File bytes -> PIL RGB image of the original size, decoded with the stored settings
-        (any of steps, cfg, sampler, seed given here overrides the stored value)."""
+        (any of steps, cfg, sampler, seed given here overrides the stored value). A DiffC
+        file decodes with what it carries; overrides are refused."""
         t0 = time.perf_counter()
-        idx, H, W, grid, settings = self.parse(data, format)
-        settings = settings.override(steps, cfg, sampler, seed)
-        out = Image.fromarray(self.decode(idx, H, W, settings, grid, progress), "RGB")
+        f = self.read_file(data, format, height_first=True)
+        if f.diffc is not None:
+            given = [k for k, v in dict(steps=steps, cfg=cfg, sampler=sampler, seed=seed).items() if v is not None]
+            if given:
+                raise CodError(f"{', '.join(given)}: a DiffC file decodes with the settings it carries; these override CoD's sampler")
+            arr = self.decode_diffc(f.indices, f.height, f.width, f.diffc, progress)
+        else:
+            arr = self.decode(f.indices, f.height, f.width, self._settings(f).override(steps, cfg, sampler, seed), f.grid, progress)
+        out = Image.fromarray(arr, "RGB")
         self.last_timing.decode_s = time.perf_counter() - t0
         return out
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -47,6 +47,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+class IndexFile(NamedTuple):
+    """A file checked against a model (:meth:`IndexCodec.read_file`)."""
+
+    indices: np.ndarray  # (h*w,) int64
+    height: int  # original image size
+    width: int
+    grid: tuple[int, int]  # index grid (h, w)
+    settings: bytes  # the header's decode-settings field
+    diffc: bytes | None = None  # .cod v3: the DiffC payload (cod.diffc)
+
+
 @dataclass
 class Timing:
     encode_s: float = 0.0
@@ -66,6 +77,8 @@ class IndexCodec:
     official_floor_grid: bool = True
     # the codebook's key in the state dict: its CRC is the model tag of the .cod header
     CODEBOOK_KEY = "condition.quantizer.codebook.weight"
+    # whether the family decodes DiffC files (.cod v3: the CoD models)
+    diffc_capable: bool = False
 
     @property
     def name(self) -> str:
@@ -108,29 +121,34 @@ class IndexCodec:
         the model has a prior and ``entropy`` is on."""
         return getattr(self, "prior", None) is not None and getattr(self, "entropy", True)
 
-    def write_file(self, indices: np.ndarray, height: int, width: int, format: str, settings: bytes = b"", height_first: bool = False) -> bytes:
+    def write_file(self, indices: np.ndarray, height: int, width: int, format: str, settings: bytes = b"", height_first: bool = False, diffc: bytes | None = None) -> bytes:
         """Pack indices into our container (original size, settings; v2 with range-coded indices
-        when :attr:`entropy_coded`, else v1) or the official layout (fixed-length indices at the
-        padded size: it has no field for the original one)."""
+        when :attr:`entropy_coded`, else v1; v3 with a DiffC payload ``diffc`` after them) or the
+        official layout (fixed-length indices at the padded size: it has no field for the
+        original one, nor for DiffC)."""
         if format == "official":
+            if diffc is not None:
+                raise CodError("the official format has no room for DiffC: use --format cod")
             h, w = self.grid(height, width)
             return bs.write_official(h * self.ds, w * self.ds, bs.pack_indices(indices, self.bits), height_first=height_first)
         if format == "cod":
+            head = dict(family=self.family_code, ds=self.ds, bits=self.bits, model_tag=self.model_tag, height=height, width=width, settings=settings, diffc=diffc is not None)
             if self.entropy_coded:
                 h, w = self.grid(height, width)
                 coding = self.prior.best_coding
                 payload = self.prior.encode(np.asarray(indices).reshape(h, w), coding)
-                header = bs.CodHeader(self.family_code, self.ds, self.bits, self.model_tag, height, width, settings, coding, self.prior.tag)
-                return bs.write_cod(header, payload)
-            return bs.write_cod(bs.CodHeader(self.family_code, self.ds, self.bits, self.model_tag, height, width, settings), bs.pack_indices(indices, self.bits))
+                return bs.write_cod(bs.CodHeader(**head, coding=coding, prior_tag=self.prior.tag), payload, diffc)
+            return bs.write_cod(bs.CodHeader(**head), bs.pack_indices(indices, self.bits), diffc)
         raise ValueError(f"unknown format {format!r} ({' or '.join(FORMATS)})")
 
-    def read_file(self, data: bytes, format: str = "cod", height_first: bool = False) -> tuple[np.ndarray, int, int, tuple[int, int], bytes]:
-        """Check a file against this model: (indices, height, width, index grid, settings bytes).
+    def read_file(self, data: bytes, format: str = "cod", height_first: bool = False) -> IndexFile:
+        """Check a file against this model: indices, original size, index grid, settings bytes
+        and, for a DiffC file, its DiffC payload (:class:`IndexFile`).
 
         ``format="official"`` reads the original code's 4-byte header; it is never guessed,
         since any 4 bytes parse as such a header. Its grid is floor(H/ds) x floor(W/ds), as
         the official decoder computes it."""
+        diffc = None
         if format == "official":
             H, W, payload = bs.read_official(data, height_first=height_first)
             h, w = H // self.ds, W // self.ds
@@ -142,18 +160,20 @@ class IndexCodec:
         elif format == "cod":
             f = bs.read_cod(data)
             bs.check_model(f.header, self.family_code, self.ds, self.bits, self.model_tag, self.name)
-            H, W, payload, settings = f.header.height, f.header.width, f.payload, f.header.settings
+            if f.diffc is not None and not self.diffc_capable:
+                raise BitstreamError(f"file is DiffC-coded (.cod v3), which {self.name} cannot decode: DiffC files are for CoD models")
+            H, W, payload, settings, diffc = f.header.height, f.header.width, f.payload, f.header.settings, f.diffc
             h, w = self.grid(H, W)
             if f.header.coding:
                 self._check_pixels(H, W)
-                return self._decode_entropy(f.header, payload, h, w), H, W, (h, w), settings
+                return IndexFile(self._decode_entropy(f.header, payload, h, w), H, W, (h, w), settings, diffc)
         else:
             raise ValueError(f"unknown format {format!r} ({' or '.join(FORMATS)})")
         self._check_pixels(H, W)
         need = bs.packed_size(h * w, self.bits)
         if len(payload) != need:
             raise BitstreamError(f"corrupt file: payload is {len(payload)} bytes, a {H}x{W} image at ds={self.ds} needs {need}")
-        return bs.unpack_indices(payload, h * w, self.bits), H, W, (h, w), settings
+        return IndexFile(bs.unpack_indices(payload, h * w, self.bits), H, W, (h, w), settings, diffc)
 
     @staticmethod
     def _check_pixels(height: int, width: int) -> None:

@@ -224,18 +224,20 @@ class IndexPrior:
         cls = self.classes.tolist()
         none = self.groups
         stride = none + 1
-        model = self._model
-        out = np.empty((height, width), dtype=np.int64)
-        prev_row = [none] * width  # classes of the row above
-        for i in range(height):
+        models = [self._model(CODING_CONTEXT, c) for c in range(stride * stride)]  # built once per prior
+        decode = dec.decode
+        out: list[int] = []
+        up_cls = [none] * width  # classes of the row above (none for the first row)
+        for _ in range(height):
             left = none
-            row_cls = [none] * width
+            row_cls = []
             for j in range(width):
-                s = dec.decode(model(CODING_CONTEXT, left * stride + prev_row[j]))
-                out[i, j] = s
-                left = row_cls[j] = cls[s]
-            prev_row = row_cls
-        return out
+                s = decode(models[left * stride + up_cls[j]])
+                out.append(s)
+                left = cls[s]
+                row_cls.append(left)
+            up_cls = row_cls
+        return np.asarray(out, dtype=np.int64).reshape(height, width)
 
     def _require_context(self) -> None:
         if self.context is None:

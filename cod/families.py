@@ -39,7 +39,7 @@ from cod.models.latent_dit import CoDLatentConfig, build_latent_dit
 from cod.models.lite import CoDLiteConfig, build_codlite
 from cod.models.pixel_dit import CoDPixelConfig, build_pixel_dit
 from cod.official import CODLITE_OFFICIAL, COD_LATENT_OFFICIAL, COD_PIXEL_OFFICIAL, OfficialFormat, is_official_checkpoint, official_yaml_for, read_yaml
-from cod.zoo import DEFAULT_MODEL, FAMILY_CODES, MODELS, get_config
+from cod.zoo import DEFAULT_MODEL, FAMILY_CODES, MODELS, RETIRED_MODELS, get_config
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -308,6 +308,9 @@ def installed_codec_for(data: bytes, device: str | torch.device | None = "cpu", 
             if name not in cache:
                 cache[name] = load(name, device=device, **options)
             return cache[name]
+    retired = RETIRED_MODELS.get((header.ds, header.bits, header.model_tag)) if header.family == FAMILY_CODES["codlite"] else None
+    if retired:
+        raise ModelMismatchError(f"this file was written by the retired model {retired}; decode it with --weights old.safetensors")
     raise ModelMismatchError(
         f"no installed model wrote this file ({header.family_name}, ds={header.ds}, {header.bits}-bit codebook, model tag {header.model_tag:04x}); "
         "pass --weights PATH (installed: " + (", ".join(installed_weights()) or "none") + ")"

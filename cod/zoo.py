@@ -185,6 +185,15 @@ MODELS.update({n: _cod_named(n) for n in cod_model_names()})
 # What `cod compress` uses when neither --model nor --weights is given.
 DEFAULT_MODEL = "codlite-small-0.0312"
 
+# Default models that earlier releases shipped and this one no longer carries, by the model tag
+# their files hold (the .cod header's CRC-16 of the codebook): `cod decompress` names them when
+# a file of theirs meets no installed model. Their weights stay in the git history.
+RETIRED_MODELS: dict[tuple[int, int, int], str] = {
+    # (ds, codebook bits, model tag): what wrote such files
+    (16, 8, 0xD94D): "codlite-small-0.0312 v1 (the default model of cod 0.1, commit 64e5a09: `git show 64e5a09:cod/weights/codlite-small-0.0312.safetensors > old.safetensors`)",
+    (8, 8, 0x685A): "codlite-small-0.125 v1 (cod 0.1, commit 64e5a09: `git show 64e5a09:cod/weights/codlite-small-0.125.safetensors > old.safetensors`)",
+}
+
 
 def get_config(name: str) -> dict[str, Any]:
     """A copy of the config of the named model (any family), with its name."""

@@ -1,3 +1,6 @@
+import struct
+import zlib
+
 import numpy as np
 import pytest
 
@@ -31,9 +34,15 @@ def test_pack_rejects_out_of_range():
         bs.unpack_indices(b"\x12", 3, 4)
 
 
-def _sample(settings=b""):
-    header = bs.CodHeader(family=1, ds=16, bits=8, model_tag=0xBEEF, height=37, width=53, settings=settings)
-    return header, bs.write_cod(header, bytes(range(12)))
+def _sample(settings=b"", diffc=None, coding=0):
+    """A v1 container, or (``diffc`` bytes) a v3 DiffC one with fixed-length (coding 0) or
+    range-coded indices."""
+    header = bs.CodHeader(family=1 if diffc is None else 2, ds=16, bits=8, model_tag=0xBEEF, height=37, width=53, settings=settings,
+                          coding=coding, prior_tag=0x1234 if coding else 0, diffc=diffc is not None)
+    return header, bs.write_cod(header, bytes(range(12)), diffc)
+
+
+DIFFC = bytes(range(100, 140))  # stands for a DiffC payload: the container does not look inside
 
 
 def test_container_roundtrip_and_layout():
@@ -46,8 +55,49 @@ def test_container_roundtrip_and_layout():
     assert f.bpp == pytest.approx(8 * len(data) / (37 * 53))
 
 
-def test_every_single_bit_flip_is_detected():
-    _, data = _sample()
+@pytest.mark.parametrize("coding", [0, 2])
+def test_diffc_container_roundtrip_and_layout(coding):
+    """v3: v2's header with coding 0 allowed, then the index length; indices, then DiffC."""
+    header, data = _sample(b"", DIFFC, coding)
+    f = bs.read_cod(data)
+    assert f.header == header and f.header.version == 3 and f.payload == bytes(range(12)) and f.diffc == DIFFC
+    assert data[:4] == b"CoD\x03" and data[18:21] == bytes([coding]) + (b"\x12\x34" if coding else b"\0\0")
+    assert struct.unpack(">II", data[21:29]) == (12, 12 + len(DIFFC))
+    assert len(data) == 33 + 12 + len(DIFFC) and f.size == len(data)
+    assert data[33:] == bytes(range(12)) + DIFFC
+    empty = bs.read_cod(bs.write_cod(header, b"", b""))  # no indices, no DiffC: still a v3 file
+    assert empty.payload == b"" and empty.diffc == b""
+    with pytest.raises(ValueError):  # the header says whether a DiffC payload goes with it
+        bs.write_cod(header, b"")
+    with pytest.raises(ValueError):
+        bs.write_cod(bs.CodHeader(1, 16, 8, 0, 1, 1), b"", DIFFC)
+
+
+def _recrc(data: bytearray) -> bytes:
+    """``data`` (a settings-free container) with its CRC recomputed: past the CRC check."""
+    head = 29 if data[3] == 3 else 22 + 3 * (data[3] == 2)
+    data[head : head + 4] = struct.pack(">I", zlib.crc32(bytes(data[head + 4 :]), zlib.crc32(bytes(data[:head]))))
+    return bytes(data)
+
+
+def test_diffc_container_crafted_fields():
+    _, data = _sample(b"", DIFFC)
+    bad = bytearray(data)
+    bad[21:25] = struct.pack(">I", 12 + len(DIFFC) + 1)  # more indices than payload
+    with pytest.raises(BitstreamError, match="bytes of indices"):
+        bs.read_cod(_recrc(bad))
+    bad = bytearray(data)
+    bad[18] = 3  # unknown index coding
+    with pytest.raises(BitstreamError, match="index coding 3"):
+        bs.read_cod(_recrc(bad))
+    bad = bytearray(data)
+    bad[21:25] = struct.pack(">I", 12 + len(DIFFC))  # all indices, an empty DiffC part: the codec's business
+    assert bs.read_cod(_recrc(bad)).diffc == b""
+
+
+@pytest.mark.parametrize("diffc", [None, DIFFC], ids=["v1", "v3"])
+def test_every_single_bit_flip_is_detected(diffc):
+    _, data = _sample(b"", diffc)
     for i in range(len(data) * 8):
         bad = bytearray(data)
         bad[i // 8] ^= 1 << (i % 8)
@@ -55,8 +105,9 @@ def test_every_single_bit_flip_is_detected():
             bs.read_cod(bytes(bad))
 
 
-def test_every_truncation_is_detected():
-    _, data = _sample(b"xyz")
+@pytest.mark.parametrize("diffc", [None, DIFFC], ids=["v1", "v3"])
+def test_every_truncation_is_detected(diffc):
+    _, data = _sample(b"xyz", diffc)
     for n in range(len(data)):
         with pytest.raises(BitstreamError):
             bs.read_cod(data[:n])
@@ -116,7 +167,7 @@ def test_random_bytes_and_mutations_only_raise_bitstream_errors():
         if kind == 0:
             blob = rng.integers(0, 256, rng.integers(0, 80)).astype(np.uint8).tobytes()
         elif kind == 1:
-            blob = b"CoD\x01" + rng.integers(0, 256, rng.integers(0, 60)).astype(np.uint8).tobytes()
+            blob = b"CoD" + bytes([1 + trial // 3 % 3]) + rng.integers(0, 256, rng.integers(0, 60)).astype(np.uint8).tobytes()
         else:
             arr = np.frombuffer(data, np.uint8).copy()
             pos = rng.integers(0, len(arr), rng.integers(1, 6))

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cod.errors import BitstreamError
 from cod.entropy import CODING_CONTEXT, CODING_STATIC, TOTAL, IndexPrior, fit_prior, quantize_frequencies, split_prior
 from cod.zoo import RATES
 
@@ -106,5 +107,10 @@ def test_tensors_round_trip_and_tag(prior):
 @settings(max_examples=60, deadline=None)
 @given(data=st.binary(max_size=64), h=st.integers(1, 12), w=st.integers(1, 12), coding=st.sampled_from([CODING_STATIC, CODING_CONTEXT]))
 def test_any_payload_decodes_to_a_grid_in_range(prior, data, h, w, coding):
-    out = prior.decode(data, h, w, coding)
+    """Any byte string decodes to a grid in range or is refused with BitstreamError (the coder
+    can detect some invalid streams); never another exception."""
+    try:
+        out = prior.decode(data, h, w, coding)
+    except BitstreamError:
+        return
     assert out.shape == (h, w) and out.min() >= 0 and out.max() < prior.num_codes

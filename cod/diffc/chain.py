@@ -212,7 +212,7 @@ def encode(
                 bar.update(1)
             chosen = steps
         else:
-            total = 8 * DiffCPayload.overhead_bytes(config) + 64  # header, CRC, range-coder flush
+            total = 8 * DiffCPayload.overhead_bytes(config)  # + the steps' estimates: a lower bound of the real size (the stream adds < 64 bits)
             for st in encoder_steps(enc_fn, target, config):
                 if len(steps) >= 2:
                     steps[-2].x = None  # the last two states are candidates

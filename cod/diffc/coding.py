@@ -78,7 +78,7 @@ def zipf_probabilities(K: int, s: float) -> np.ndarray:
     return soft_exp(soft_log(j1).mul_(-s)).numpy()
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)  # a step uses at most two; 16 models of 2**20 symbols are ~256 MB
 def zipf_model(k: int, s: float):
     """(constriction Categorical, log2 of the normalised probabilities) for 2**k symbols."""
     p = zipf_probabilities(1 << k, s)
@@ -130,7 +130,18 @@ def encode_stream(codes: list[int], indices: list[np.ndarray], max_chunk_size: i
 
 def decode_stream(data: bytes, n_steps: int, max_budget: int, max_chunk_size: int, padding: int) -> tuple[list[int], list[np.ndarray]]:
     """Inverse of :func:`encode_stream` for ``n_steps`` steps. A budget above ``max_budget``
-    (what the image's dimensions allow) or unread data is a BitstreamError."""
+    (what the image's dimensions allow), unread data or data the models cannot have produced
+    is a BitstreamError; any other stream decodes to something, in bounded time (integrity
+    is the container's CRC's business)."""
+    try:
+        return _decode_stream(data, n_steps, max_budget, max_chunk_size, padding)
+    except BitstreamError:
+        raise
+    except Exception as exc:  # constriction's complaint about invalid compressed data
+        raise BitstreamError(f"corrupt DiffC stream ({exc})") from None
+
+
+def _decode_stream(data: bytes, n_steps: int, max_budget: int, max_chunk_size: int, padding: int) -> tuple[list[int], list[np.ndarray]]:
     if len(data) % 4:
         raise BitstreamError(f"corrupt DiffC stream: {len(data)} bytes is not a whole number of 32-bit words")
     words = np.frombuffer(data, dtype=">u4").astype(np.uint32)

@@ -1,9 +1,10 @@
-"""DiffC settings and the DiffC payload: the bytes after the CoD indices (docs/diffc.md).
+"""DiffC settings and the DiffC payload: the bytes after the CoD indices in a DiffC .cod file
+(container version 3, cod.bitstream; docs/diffc.md).
 
-Payload version 1 (integers big-endian)::
+Payload version 2 (integers big-endian)::
 
     offset  size  field
-    0       1     payload version (1)
+    0       1     payload version (2)
     1       1     schedules: high nibble encoding schedule id, low nibble finishing schedule
                   id (1 = the original's pixel / latent encoding schedule, 1 = its denoising
                   schedule; 0 = an explicit list follows)
@@ -14,22 +15,25 @@ Payload version 1 (integers big-endian)::
     9       4     seed of the shared randomness
     13      ...   [explicit encoding schedule: uint16 count, count x uint16]
                   [explicit finishing schedule: uint16 count, count x uint16]
-    ...     4w    range-coded stream (32-bit words, :mod:`cod.diffc.coding`)
-    end-4   4     CRC-32 of every byte before it
+    ...     4w    range-coded stream (32-bit words, :mod:`cod.diffc.coding`), to the end
+
+Version 1 ended with its own CRC-32; version 2 drops it: the container's CRC-32 covers the
+payload, so a payload on its own is not checked for corruption (a corrupt stream decodes to
+some other image or fails, in bounded time).
 """
 from __future__ import annotations
 
 import math
 import struct
-import zlib
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from cod.diffc.bridge import DENOISING_TIMESTEPS, LATENT_ENCODING_TIMESTEPS, PIXEL_ENCODING_TIMESTEPS, check_schedule
 from cod.errors import BitstreamError
 
-PAYLOAD_VERSION = 1
+PAYLOAD_VERSION = 2  # 1 had a CRC-32 of its own (redundant inside the container)
 MIN_CHUNK_SIZE, MAX_CHUNK_SIZE = 2, 20  # 2**20 candidates: constriction's 24-bit models still fit
 ORIGINAL_MAX_CHUNK_SIZE = 16  # the original's setting (GPU)
 CPU_MAX_CHUNK_SIZE = 8  # our default: see docs/diffc.md, "Choosing max_chunk_size"
@@ -37,7 +41,6 @@ ENCODING_SCHEDULES = {1: PIXEL_ENCODING_TIMESTEPS, 2: LATENT_ENCODING_TIMESTEPS}
 FINISHING_SCHEDULES = {1: DENOISING_TIMESTEPS}
 DECODING_GUIDANCE = {"cod-pixel": 3.0, "cod-latent": 1.25}  # the original's decoding CFG
 _HEAD = struct.Struct(">BBBHeeI")
-_CRC = 4
 
 
 def _f16(x: float, what: str) -> float:
@@ -105,28 +108,24 @@ class DiffCPayload:
         for sid, sched in ((enc_id, c.encoding_timesteps), (fin_id, c.finishing_timesteps)):
             if sid == 0:
                 out += struct.pack(f">H{len(sched)}H", len(sched), *sched)
-        out += self.stream
-        return out + struct.pack(">I", zlib.crc32(out))
+        return out + self.stream
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "DiffCPayload":
         data = bytes(data)
-        if len(data) < _HEAD.size + _CRC:
-            raise BitstreamError(f"truncated DiffC payload: {len(data)} bytes, at least {_HEAD.size + _CRC} needed")
+        if len(data) < _HEAD.size:
+            raise BitstreamError(f"truncated DiffC payload: {len(data)} bytes, at least {_HEAD.size} needed")
         if data[0] != PAYLOAD_VERSION:
             raise BitstreamError(f"unsupported DiffC payload version {data[0]} (this reader knows {PAYLOAD_VERSION})")
-        (crc,) = struct.unpack_from(">I", data, len(data) - _CRC)
-        if zlib.crc32(data[:-_CRC]) != crc:
-            raise BitstreamError("corrupt DiffC payload: CRC-32 mismatch")
         _, ids, chunking, n_steps, g_enc, g_dec, seed = _HEAD.unpack_from(data, 0)
         pos = _HEAD.size
         schedules = []
         for sid, known in ((ids >> 4, ENCODING_SCHEDULES), (ids & 15, FINISHING_SCHEDULES)):
             if sid == 0:
-                if pos + 2 > len(data) - _CRC:
+                if pos + 2 > len(data):
                     raise BitstreamError("truncated DiffC payload: schedule length missing")
                 (count,) = struct.unpack_from(">H", data, pos)
-                if pos + 2 + 2 * count > len(data) - _CRC:
+                if pos + 2 + 2 * count > len(data):
                     raise BitstreamError(f"truncated DiffC payload: a schedule of {count} steps does not fit")
                 schedules.append(struct.unpack_from(f">{count}H", data, pos + 2))
                 pos += 2 + 2 * count
@@ -140,11 +139,25 @@ class DiffCPayload:
             raise BitstreamError(f"corrupt DiffC payload: {exc}") from None
         if n_steps > len(config.encoding_timesteps):
             raise BitstreamError(f"corrupt DiffC payload: {n_steps} coded steps, the schedule has {len(config.encoding_timesteps)}")
-        return cls(config, n_steps, data[pos:-_CRC])
+        return cls(config, n_steps, data[pos:])
+
+    @property
+    def stop_timestep(self) -> int:
+        """tau where the coded chain stops and the DDIM finish starts (1000: nothing coded)."""
+        return self.config.encoding_timesteps[self.n_steps - 1] if self.n_steps else 1000
+
+    def describe(self) -> dict[str, Any]:
+        """The payload's fields as `cod info` shows them."""
+        c = self.config
+        return {
+            "diffc_steps": self.n_steps, "diffc_schedule_steps": len(c.encoding_timesteps), "diffc_stop_timestep": self.stop_timestep,
+            "diffc_max_chunk_size": c.max_chunk_size, "diffc_chunk_padding": c.chunk_padding, "diffc_encoding_guidance": c.encoding_guidance,
+            "diffc_decoding_guidance": c.decoding_guidance, "diffc_seed": c.seed, "diffc_stream_bytes": len(self.stream),
+        }
 
     @staticmethod
     def overhead_bytes(config: DiffCConfig) -> int:
-        """Bytes of a payload besides the coded stream (header, explicit schedules, CRC)."""
+        """Bytes of a payload besides the coded stream (header, explicit schedules)."""
         return len(DiffCPayload(config, 0, b"").to_bytes())
 
 

@@ -33,7 +33,7 @@ class VAEMissingError(CodError):
 
 def _missing(why: str) -> VAEMissingError:
     return VAEMissingError(
-        f"latent CoD models decode through the SD VAE ({VAE_REPO}): {why}. Pass --vae PATH "
+        f"latent CoD models decode (and DiffC-encode) through the SD VAE ({VAE_REPO}): {why}. Pass --vae PATH "
         f"(or vae=PATH in Python) or set {VAE_ENV} to a local folder holding config.json and "
         "diffusion_pytorch_model.safetensors, e.g. `huggingface-cli download stabilityai/sd-vae-ft-ema --local-dir DIR`"
     )
