@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from cod.cliargs import add_device_arg, add_force_arg, add_unsafe_pickle_arg, refuse_existing
+from cod.cliargs import add_device_arg, add_force_arg, add_precision_args, add_unsafe_pickle_arg, memory_arg, refuse_existing
 from cod.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, CodError, UsageError
 
 IMAGE_OUT_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
@@ -51,6 +51,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     add_unsafe_pickle_arg(p)
     add_device_arg(p)
     p.add_argument("--vae", default=None, help="CoD latent models: folder of the SD VAE (sd-vae-ft-ema); default $COD_VAE_DIR")
+    add_precision_args(p)
 
 
 def _add_decode_args(p: argparse.ArgumentParser, where: str) -> None:
@@ -103,7 +104,12 @@ def _diffc_kwargs(args: argparse.Namespace, codec, decode_kw: dict[str, Any]) ->
 def _load_codec(args: argparse.Namespace, **kw: Any):
     import cod
 
-    return cod.load(args.model, weights=args.weights, device=args.device, config_yaml=args.config, vae=args.vae, progress=True, unsafe_pickle=args.unsafe_pickle, **kw)
+    return cod.load(args.model, weights=args.weights, device=args.device, config_yaml=args.config, vae=args.vae, progress=True, unsafe_pickle=args.unsafe_pickle, **_precision_kwargs(args), **kw)
+
+
+def _precision_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """--precision / --max-memory as cod.load keywords (None: the codec's defaults)."""
+    return {"precision": args.precision, "memory_budget": memory_arg(args.max_memory)}
 
 
 def _run_pairs(pairs: list[tuple[Path, Path]], desc: str, fn: Callable[[Path, Path], None]) -> int:
@@ -249,7 +255,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         if not src.is_file():
             raise CodError(f"{src}: no such file")
         data = src.read_bytes()
-        c = codec if codec is not None else installed_codec_for(data, device=device, cache=loaded)
+        c = codec if codec is not None else installed_codec_for(data, device=device, cache=loaded, **_precision_kwargs(args))
         img = c.decompress(data, format=args.format, **(decode_kw or _decode_kwargs(args, c)))
         write_image(dst, np.asarray(img), overwrite=args.force)
         if not args.quiet:

@@ -17,6 +17,23 @@ def add_device_arg(p: argparse.ArgumentParser, what: str = "") -> None:
     p.add_argument("--device", default="auto", choices=DEVICES, help=f"device{what} (default: auto, cuda if available, else cpu)")
 
 
+def add_precision_args(p: argparse.ArgumentParser) -> None:
+    """--precision and --max-memory for the commands that run a codec (cod.inference, cod.tiling)."""
+    from cod.zoo import PRECISIONS
+
+    p.add_argument("--precision", default=None, choices=PRECISIONS, help="CoD-Lite compute: fast (default: the decoder in bf16 where the hardware has it, fp32 elsewhere; the encoder fp32), bf16, or fp32 (the faithful path of the conformance tests); CoD models run fp32")
+    p.add_argument("--max-memory", default=None, metavar="SIZE", help="CoD-Lite: memory for the network's activations, like 1.5G or 800M (default 1.5G); larger images are encoded and decoded in blended tiles")
+
+
+def memory_arg(text: str | None) -> int | None:
+    """--max-memory SIZE -> bytes (None: the codec's default)."""
+    if text is None:
+        return None
+    from cod.tiling import parse_memory
+
+    return parse_memory(text)
+
+
 def add_unsafe_pickle_arg(p: argparse.ArgumentParser) -> None:
     """--unsafe-pickle, for every command that accepts an official .pt."""
     p.add_argument("--unsafe-pickle", action="store_true", help="allow arbitrary pickled objects in an official .pt (only for files you trust)")

@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from cod import bitstream as bs
-from cod.codec import PAD_MODES, IndexCodec, IndexFile, Timing, image_to_tensor, pad_image, tensor_to_uint8
+from cod.codec import IndexCodec, IndexFile, Timing
 from cod.diffc import DiffCConfig, DiffCPayload, DiffCResult, payload_bits_for_bpp
 from cod.diffc import decode as diffc_decode
 from cod.diffc import encode as diffc_encode
@@ -41,6 +41,7 @@ from cod.entropy import IndexPrior
 from cod.errors import CodError, UsageError
 from cod.image_io import as_rgb_array
 from cod.models.cod_dit import CoDDiTBase
+from cod.tensor_io import PAD_MODES, image_to_tensor, pad_image, tensor_to_uint8
 
 
 def bf16_round(x: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ from cod.cod_codec import CoDCodec
 from cod.codec import CoDLiteCodec, IndexCodec, resolve_device
 from cod.config import ModelConfig
 from cod.entropy import IndexPrior, split_prior
-from cod.errors import CheckpointError, ConfigError, ModelMismatchError, UsageError
+from cod.errors import CheckpointError, CodError, ConfigError, ModelMismatchError, UsageError
 from cod.models.latent_dit import CoDLatentConfig, build_latent_dit
 from cod.models.lite import CoDLiteConfig, build_codlite
 from cod.models.pixel_dit import CoDPixelConfig, build_pixel_dit
@@ -271,18 +271,26 @@ def load(
     unsafe_pickle: bool = False,
     family: str | Sequence[str] | None = None,
     entropy: bool = True,
+    precision: str | None = None,
+    memory_budget: int | None = None,
 ) -> IndexCodec:
     """Load a codec of any family (``cod.load``): the family comes from the name or the
     weights (see :func:`load_network` for ``name``, ``weights``, ``random_init``, ``family``).
     ``device``: cpu, cuda or auto. Options the family's codec takes: ``vae`` (latent CoD: the
     SD-VAE folder, loaded on first decode) and ``progress`` (a bar over the sampling steps).
     ``entropy``: write .cod v2 (range-coded indices) when the weights carry an index prior;
-    False writes v1. Files of either version decode either way."""
+    False writes v1. Files of either version decode either way. ``precision`` (fast, bf16,
+    fp32: cod.inference) and ``memory_budget`` (bytes of activations before images are tiled,
+    cod.lite_pipeline) apply to the codecs that have them (CoD-Lite); None keeps the codec's
+    default, and CoD models accept only fp32."""
     dev = resolve_device(device)
     model, config, prior = load_network(name, weights, config_yaml, random_init, seed, unsafe_pickle, family, with_prior=True)
     codec_cls = FAMILIES[config["family"]].codec
     takes = {f.name for f in dataclasses.fields(codec_cls)}
-    options = {k: v for k, v in {"vae": vae, "progress": progress, "prior": prior, "entropy": entropy}.items() if k in takes}
+    if precision not in (None, "fp32") and "precision" not in takes:
+        raise CodError(f"--precision {precision}: {config.get('name', config['family'])} runs in fp32 only (the fast path is CoD-Lite's)")
+    options = {"vae": vae, "progress": progress, "prior": prior, "entropy": entropy, "precision": precision, "memory_budget": memory_budget}
+    options = {k: v for k, v in options.items() if k in takes and not (k in ("precision", "memory_budget") and v is None)}
     return codec_cls(model, config, dev, pad_mode=pad_mode, **options)
 
 
@@ -291,11 +299,11 @@ def load_cod(*args: Any, **kwargs: Any) -> IndexCodec:
     return load(*args, family=COD, **kwargs)
 
 
-def installed_codec_for(data: bytes, device: str | torch.device | None = "cpu", cache: dict[Any, Any] | None = None) -> IndexCodec:
+def installed_codec_for(data: bytes, device: str | torch.device | None = "cpu", cache: dict[Any, Any] | None = None, **options: Any) -> IndexCodec:
     """The installed codec that wrote a .cod file (same family, ds, bits and model tag), so
     that ``cod decompress FILE`` needs no flags. Candidates are told apart by their weights'
     metadata and codebook alone; only the match is loaded. ``cache`` keeps what was read and
-    loaded between files."""
+    loaded between files; ``options`` (precision, memory_budget, ...) go to :func:`load`."""
     header = bs.read_cod(data).header
     want = (header.family, header.ds, header.bits, header.model_tag)
     cache = {} if cache is None else cache
@@ -310,7 +318,7 @@ def installed_codec_for(data: bytes, device: str | torch.device | None = "cpu", 
             cache[("id", name)] = (fam.code, typed.index_stride, typed.codebook_bits, tag)
         if cache[("id", name)] == want:
             if name not in cache:
-                cache[name] = load(name, device=device)
+                cache[name] = load(name, device=device, **options)
             return cache[name]
     retired = RETIRED_MODELS.get((header.ds, header.bits, header.model_tag)) if header.family == FAMILY_CODES["codlite"] else None
     if retired:
