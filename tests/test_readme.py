@@ -14,8 +14,12 @@ only where the README names them:
   weight rule; a narrow network of the 0.0312 rate);
 * ``CoD_pixel_vpred.pt`` + ``bpp_0_0039_pix512_xl.yaml``: the official CoD pixel layout with
   the B2 case's weights (up2x, ds 32, 4 bits: the 0.0039 rate);
-* ``photo.png``: a 288x192 photo of tests/data/photos; ``kodak/``: 192x176 crops of two
+* ``photo.png``: a 96x64 downscale of a photo of tests/data/photos (small: DiffC at 0.1 bpp
+  codes three steps of it, each a reverse-channel search); ``kodak/``: 192x176 crops of two
   others (not Kodak; small, so that the bench block stays short).
+
+One option is made smaller for the test (SHRINK): `cod speed` times a 256x128 image instead of
+1920x1024 (the same command otherwise; at full size it takes minutes on a 2-core CPU).
 
 A block preceded by ``<!-- readme-test: skip (REASON) -->`` is skipped with that reason (the
 package installs, which need the network).
@@ -65,7 +69,7 @@ def _official_cod_pixel(clone: Path) -> None:
 
 
 def _photo(clone: Path) -> None:
-    Image.open(TEST_PHOTOS / "coffee.jpg").convert("RGB").save(clone / "photo.png")
+    Image.open(TEST_PHOTOS / "coffee.jpg").convert("RGB").resize((96, 64), Image.Resampling.LANCZOS).save(clone / "photo.png")
 
 
 def _kodak(clone: Path) -> None:
@@ -76,6 +80,9 @@ def _kodak(clone: Path) -> None:
         x, y = (im.width - 192) // 2, (im.height - 176) // 2
         im.crop((x, y, x + 192, y + 176)).save(clone / "kodak" / name.replace(".jpg", ".png"))
 
+
+# options made smaller for the test (module docstring)
+SHRINK = {"cod speed": ("--size 1920x1024", "--size 256x128")}
 
 # what the README names -> how to stand it in
 STAND_INS = {"CoD_Lite_bpp_0_0312.pt": _official_codlite, "CoD_pixel_vpred.pt": _official_cod_pixel, "photo.png": _photo, "kodak/": _kodak}
@@ -145,6 +152,10 @@ def test_readme_block_runs(block, clone):
     if skip is not None:
         pytest.skip(f"README block {name}: {skip}")
     root, env = clone
+    for command, (option, smaller) in SHRINK.items():
+        if command in body:
+            assert option in body, f"README block {name}: {command} no longer has {option}; update SHRINK"
+            body = body.replace(option, smaller)
     r = run_block(lang, body, root, env)
     assert r.returncode == 0, f"README block {name} failed (exit {r.returncode}):\n{body}\n--- stdout\n{r.stdout[-3000:]}\n--- stderr\n{r.stderr[-3000:]}"
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
