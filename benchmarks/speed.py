@@ -168,7 +168,7 @@ def main() -> int:
     ap.add_argument("--compare", action="store_true", help="time --precisions side by side (alternating) and print the ratios")
     ap.add_argument("--profile", action="store_true", help="torch.profiler tables of one compress and one decompress per precision of --precisions")
     ap.add_argument("--profile-rows", type=int, default=12, help="--profile: operators listed per table (default 12)")
-    ap.add_argument("--models", "--model", default=None, help="comma-separated model names (default: codlite-0.0312; --compare: codlite-0.0312,codlite-0.0039)")
+    ap.add_argument("--models", "--model", default=None, help="comma-separated model names (default: the model of --weights; else codlite-0.0312, --compare: codlite-0.0312,codlite-0.0039)")
     ap.add_argument("--weights", default=None, help="weights file (default: random weights of the full-size model)")
     ap.add_argument("--sizes", default="720x480,1920x1024", help="comma-separated WIDTHxHEIGHT")
     ap.add_argument("--precision", default="fast", choices=PRECISIONS, help="default mode: the precision timed (default fast)")
@@ -186,7 +186,11 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.device = str(resolve_device(args.device))
-    if args.models is None:
+    if args.models is None and args.weights:  # the model the weights file holds
+        from cod.checkpoint import read_weights
+
+        args.models = read_weights(args.weights)[0]["name"]
+    elif args.models is None:
         args.models = "codlite-0.0312,codlite-0.0039" if args.compare else "codlite-0.0312"
     if args.compile and args.warmup < 1:
         args.warmup = 1
