@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 
 import cod  # noqa: E402
 from cod.cliargs import parse_size  # noqa: E402
-from cod.codec import PAD_MODES  # noqa: E402
+from cod.tensor_io import PAD_MODES  # noqa: E402
 from cod.image_io import list_images, read_image  # noqa: E402
 
 

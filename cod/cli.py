@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from cod.cliargs import add_device_arg, add_force_arg, add_limit_args, add_unsafe_pickle_arg, limit_kwargs, refuse_existing
+from cod.cliargs import add_device_arg, add_force_arg, add_limit_args, add_precision_args, add_unsafe_pickle_arg, limit_kwargs, refuse_existing
 from cod.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, CodError, UsageError
 
 IMAGE_OUT_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
@@ -52,6 +52,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     add_unsafe_pickle_arg(p)
     add_device_arg(p)
     p.add_argument("--vae", default=None, help="CoD latent models: folder of the SD VAE (sd-vae-ft-ema); default $COD_VAE_DIR")
+    add_precision_args(p)
 
 
 def _add_decode_args(p: argparse.ArgumentParser, where: str) -> None:
@@ -110,7 +111,12 @@ def _diffc_kwargs(args: argparse.Namespace, codec, decode_kw: dict[str, Any]) ->
 def _load_codec(args: argparse.Namespace, **kw: Any):
     import cod
 
-    return cod.load(args.model, weights=args.weights, device=args.device, config_yaml=args.config, vae=args.vae, progress=True, unsafe_pickle=args.unsafe_pickle, **limit_kwargs(args), **kw)
+    return cod.load(args.model, weights=args.weights, device=args.device, config_yaml=args.config, vae=args.vae, progress=True, unsafe_pickle=args.unsafe_pickle, **limit_kwargs(args), **_precision_kwargs(args), **kw)
+
+
+def _precision_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """--precision as a cod.load keyword (None: the codec's default)."""
+    return {"precision": getattr(args, "precision", None)}
 
 
 def _naming(path: Path, exc: BaseException) -> str:
@@ -308,7 +314,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         if not src.is_file():
             raise CodError(f"{src}: {not_a_file(src)}")
         data = src.read_bytes()
-        c = codec if codec is not None else installed_codec_for(data, device=device, cache=loaded, **limits)
+        c = codec if codec is not None else installed_codec_for(data, device=device, cache=loaded, **limits, **_precision_kwargs(args))
         img = c.decompress(data, format=args.format, **(decode_kw or _decode_kwargs(args, c)))
         write_image(dst, np.asarray(img), overwrite=args.force)
         w, h = img.size
@@ -520,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="cod", choices=FORMATS, help="container: ours or the original code's 4-byte header (fixed-length indices)")
     p.add_argument("--entropy", default="on", choices=["on", "off"], help="on: range-code the indices under the weights' prior (.cod v2, and inside DiffC files) when they carry one (`cod fit-prior`); off: fixed-length indices (.cod v1)")
     p.add_argument("--pad", default="replicate", choices=PAD_MODES, help="padding to the model multiple")
-    add_limit_args(p, memory=False)
+    add_limit_args(p)
     add_force_arg(p)
     _add_batch_args(p)
     _add_decode_args(p, "stored in the file")

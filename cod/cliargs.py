@@ -17,6 +17,14 @@ def add_device_arg(p: argparse.ArgumentParser, what: str = "") -> None:
     p.add_argument("--device", default="auto", choices=DEVICES, help=f"device{what} (default: auto, cuda if available, else cpu)")
 
 
+def add_precision_args(p: argparse.ArgumentParser) -> None:
+    """--precision for the commands that run a codec (cod.inference); --max-memory is a limit
+    (add_limit_args), from which CoD-Lite also sizes its tiles."""
+    from cod.zoo import PRECISIONS
+
+    p.add_argument("--precision", default=None, choices=PRECISIONS, help="CoD-Lite compute: fast (default: the decoder in bf16 where the hardware has it, fp32 elsewhere; the encoder fp32), bf16, or fp32 (the faithful path of the conformance tests); CoD models run fp32")
+
+
 def add_unsafe_pickle_arg(p: argparse.ArgumentParser) -> None:
     """--unsafe-pickle, for every command that accepts an official .pt."""
     p.add_argument("--unsafe-pickle", action="store_true", help="allow arbitrary pickled objects in an official .pt (only for files you trust)")
@@ -28,7 +36,7 @@ def add_limit_args(p: argparse.ArgumentParser, memory: bool = True) -> None:
 
     p.add_argument("--max-pixels", default=None, metavar="N", help=f"largest image a file may claim or an input may have, like 179M, 16384x8192 or none (default {DEFAULT_MAX_PIXELS / 1e6:.0f}M, Pillow's decompression-bomb limit; $COD_MAX_PIXELS)")
     if memory:
-        p.add_argument("--max-memory", default=None, metavar="SIZE", help=f"working memory a decode may need, like 4G, 800M or none; a larger decode is refused before it starts (default {format_bytes(DEFAULT_MAX_MEMORY)}; $COD_MAX_MEMORY)")
+        p.add_argument("--max-memory", default=None, metavar="SIZE", help=f"working memory of a decode (and encode), like 4G, 800M or none: CoD-Lite works in tiles sized from it, a decode that cannot fit even so is refused before it starts (default {format_bytes(DEFAULT_MAX_MEMORY)}; $COD_MAX_MEMORY)")
 
 
 def limit_kwargs(args: argparse.Namespace) -> dict:

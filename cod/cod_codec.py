@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from cod import bitstream as bs
-from cod.codec import PAD_MODES, IndexCodec, IndexFile, Timing, image_to_tensor, pad_image, tensor_to_uint8
+from cod.codec import IndexCodec, IndexFile, Timing
 from cod.diffc import DiffCConfig, DiffCPayload, DiffCResult, payload_bits_for_bpp
 from cod.diffc import decode as diffc_decode
 from cod.diffc import encode as diffc_encode
@@ -43,6 +43,7 @@ from cod.image_io import as_rgb_array
 from cod.limits import DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, DEFAULT_MAX_STEPS, check_steps
 from cod.models.cod_dit import CoDDiTBase
 from cod.nn.determinism import thread_independent_method
+from cod.tensor_io import PAD_MODES, image_to_tensor, pad_image, tensor_to_uint8
 
 
 def bf16_round(x: torch.Tensor) -> torch.Tensor:

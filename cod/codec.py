@@ -16,17 +16,19 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from cod import bitstream as bs
 from cod.entropy import IndexPrior
 from cod.errors import BitstreamError, ModelMismatchError, UsageError
 from cod.image_io import as_rgb_array
+from cod.inference import FaithfulCoDLite, FastCoDLite, PrecisionPlan, resolve_precision
 from cod.limits import DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, IMAGE_BYTES_PER_PIXEL, MEMORY_CONSTANT, SCRATCH_FACTOR, check_memory, check_pixels
+from cod.lite_pipeline import decode_indices, encode_image
 from cod.models.lite import CoDLite
 from cod.nn.determinism import thread_independent_method
 from cod.nn.memory import meta_twin, peak_bytes
+from cod.tiling import DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET
 from cod.zoo import DEVICES, FAMILY_CODES, FORMATS, PAD_MODES, nominal_bpp, pad_multiple
 
 
@@ -42,29 +44,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device {device} asked for, but no CUDA GPU is available")
     return dev
-
-
-def image_to_tensor(arr: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """HxWx3 uint8 -> (1,3,H,W) float32 in [0,1] (exactly u8/255, as to_tensor)."""
-    t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
-    return t.to(device).permute(2, 0, 1)[None].float().div(255.0)
-
-
-def tensor_to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(1,3,H,W) in [-1,1] -> HxWx3 uint8: trunc(clip((x+1)*127.5 + 0.5, 0, 255)) in float32."""
-    u8 = ((x.float() + 1) * 127.5 + 0.5).clamp(0, 255).to(torch.uint8)
-    return u8[0].permute(1, 2, 0).cpu().numpy()
-
-
-def pad_image(x: torch.Tensor, multiple: int, mode: str = "replicate") -> torch.Tensor:
-    """Pad (B,C,H,W) at the bottom/right up to multiples of ``multiple``."""
-    h, w = x.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
-    if not ph and not pw:
-        return x
-    if mode == "reflect" and (ph >= h or pw >= w):
-        mode = "replicate"  # reflection needs more pixels than the pad; fall back
-    return F.pad(x, (0, pw, 0, ph), mode=mode, value=0.0) if mode == "constant" else F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
 class IndexFile(NamedTuple):
@@ -291,6 +270,9 @@ class CoDLiteCodec(IndexCodec):
     entropy: bool = True  # write .cod v2 when there is a prior
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # largest image a file may claim (cod.limits)
     max_memory: int | None = DEFAULT_MAX_MEMORY  # working-memory budget of a decode, bytes
+    precision: str = "fast"  # fast (chosen at run time), bf16, or fp32 (faithful): cod.inference
+    memory_budget: int | None = None  # bytes of activations before tiling; None: from max_memory (activation_budget)
+    compile: bool = False  # torch.compile the fast form (CUDA graphs on a GPU): pays off over many same-size images
     last_timing: Timing = field(default_factory=Timing)
 
     def __post_init__(self) -> None:
@@ -301,20 +283,55 @@ class CoDLiteCodec(IndexCodec):
         if not self.model.time_folded:
             self.model.fold_time_modulation(0.0)
         self.model_tag = self._tag()
+        self._engine: tuple[tuple[str, bool], FaithfulCoDLite | FastCoDLite] | None = None
+        self.plan  # check the precision now
 
     @property
     def ds(self) -> int:
         return self.model.ds
 
+    @property
+    def plan(self) -> PrecisionPlan:
+        """What ``precision`` means on this device (cod.inference.resolve_precision)."""
+        return resolve_precision(self.precision, self.device)
+
+    @property
+    def engine(self) -> FaithfulCoDLite | FastCoDLite:
+        """The network in the form ``precision`` asks for (the fast form is built on first use)."""
+        key = (self.precision, self.compile)
+        if self._engine is None or self._engine[0] != key:
+            plan = self.plan
+            self._engine = (key, FaithfulCoDLite(self.model, self.device) if plan.faithful else FastCoDLite(self.model, plan, self.device, self.compile))
+        return self._engine[1]
+
+    # ---------------------------------------------------------- memory (cod.limits, cod.tiling)
+    def activation_budget(self, height: int, width: int) -> int:
+        """Bytes the network's activations may take for a ``width`` x ``height`` image; larger
+        work is done in blended tiles (cod.lite_pipeline). ``memory_budget`` when set; else
+        3/8 of ``max_memory`` (the default 4 GiB gives 1.5 GiB, which keeps an 8K image
+        within 4 GB of peak RSS: docs/speed.md), at most what ``max_memory`` leaves beside the
+        image buffers. Raises LimitError when not even the smallest tiles fit."""
+        if self.memory_budget is not None:
+            return self.memory_budget
+        if self.max_memory is None:
+            return DEFAULT_MEMORY_BUDGET
+        left = self.max_memory - MEMORY_CONSTANT - IMAGE_BYTES_PER_PIXEL * height * width
+        if left < MIN_MEMORY_BUDGET:
+            check_memory(self.max_memory - left + MIN_MEMORY_BUDGET, self.max_memory, width, height)
+        return max(MIN_MEMORY_BUDGET, min(self.max_memory * 3 // 8, left))
+
+    def fit_decode_to_budget(self, height: int, width: int, grid: tuple[int, int]) -> None:
+        """CoD-Lite decodes in tiles sized from ``max_memory``: refused (LimitError) only when
+        the image buffers and the smallest tiles do not fit (:meth:`activation_budget`)."""
+        self.activation_budget(height, width)
+
     # ---------------------------------------------------------- indices
-    @torch.inference_mode()
     def encode(self, image) -> tuple[np.ndarray, int, int]:
         """Image -> (indices (h*w,) int64, original height, original width)."""
         arr = as_rgb_array(image)
         H, W = arr.shape[:2]
-        x = pad_image(image_to_tensor(arr, self.device), self.multiple, self.pad_mode)
-        idx = self.model.condition.encode(x)[0]
-        return idx.cpu().numpy(), H, W
+        idx = encode_image(self.engine, arr, self.ds, self.multiple, self.pad_mode, self.model.attention_window, self.activation_budget(H, W))
+        return idx, H, W
 
     @thread_independent_method
     @torch.inference_mode()
@@ -326,10 +343,7 @@ class CoDLiteCodec(IndexCodec):
         area the grid does not cover is mid-grey, as the official decoder leaves it.
         """
         h, w = grid or self.grid(height, width)
-        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=self.device).view(1, h * w)
-        cond = self.model.condition.decode(idx, h, w)
-        x = self.model.decode_one_step(cond)
-        out = tensor_to_uint8(x[:, :, :height, :width])
+        out = decode_indices(self.engine, indices, (h, w), height, width, self.ds, self.multiple, self.model.attention_window, self.activation_budget(height, width))
         if out.shape[:2] != (height, width):
             full = np.full((height, width, 3), 128, dtype=np.uint8)
             full[: out.shape[0], : out.shape[1]] = out

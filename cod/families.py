@@ -34,7 +34,7 @@ from cod.cod_codec import CoDCodec
 from cod.codec import CoDLiteCodec, IndexCodec, resolve_device
 from cod.config import ModelConfig
 from cod.entropy import IndexPrior, split_prior
-from cod.errors import CheckpointError, ConfigError, ModelMismatchError, UsageError
+from cod.errors import CheckpointError, CodError, ConfigError, ModelMismatchError, UsageError
 from cod.limits import DEFAULT_MAX_MEMORY, DEFAULT_MAX_PIXELS, DEFAULT_MAX_STEPS
 from cod.models.latent_dit import CoDLatentConfig, build_latent_dit
 from cod.models.lite import CoDLiteConfig, build_codlite
@@ -275,6 +275,8 @@ def load(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_memory: int | None = DEFAULT_MAX_MEMORY,
     max_steps: int | None = DEFAULT_MAX_STEPS,
+    precision: str | None = None,
+    memory_budget: int | None = None,
 ) -> IndexCodec:
     """Load a codec of any family (``cod.load``): the family comes from the name or the
     weights (see :func:`load_network` for ``name``, ``weights``, ``random_init``, ``family``).
@@ -283,12 +285,19 @@ def load(
     ``entropy``: write .cod v2 (range-coded indices) when the weights carry an index prior;
     False writes v1. Files of either version decode either way. ``max_pixels``, ``max_memory``
     (bytes) and, for CoD models, ``max_steps`` are the decoding limits (cod.limits; None: no
-    limit), checked from a file's header before anything is allocated."""
+    limit), checked from a file's header before anything is allocated; CoD-Lite sizes its
+    tiles from ``max_memory``. ``precision`` (fast, bf16, fp32: cod.inference) and
+    ``memory_budget`` (bytes of activations before images are tiled, cod.lite_pipeline;
+    default: from ``max_memory``) apply to CoD-Lite; None keeps the codec's default, and
+    CoD models accept only fp32."""
     dev = resolve_device(device)
     model, config, prior = load_network(name, weights, config_yaml, random_init, seed, unsafe_pickle, family, with_prior=True)
     codec_cls = FAMILIES[config["family"]].codec
     takes = {f.name for f in dataclasses.fields(codec_cls)}
-    options = {k: v for k, v in {"vae": vae, "progress": progress, "prior": prior, "entropy": entropy, "max_pixels": max_pixels, "max_memory": max_memory, "max_steps": max_steps}.items() if k in takes}
+    if precision not in (None, "fp32") and "precision" not in takes:
+        raise CodError(f"--precision {precision}: {config.get('name', config['family'])} runs in fp32 only (the fast path is CoD-Lite's)")
+    options = {"vae": vae, "progress": progress, "prior": prior, "entropy": entropy, "max_pixels": max_pixels, "max_memory": max_memory, "max_steps": max_steps, "precision": precision, "memory_budget": memory_budget}
+    options = {k: v for k, v in options.items() if k in takes and not (k in ("precision", "memory_budget") and v is None)}
     return codec_cls(model, config, dev, pad_mode=pad_mode, **options)
 
 
@@ -301,7 +310,7 @@ def installed_codec_for(data: bytes, device: str | torch.device | None = "cpu", 
     """The installed codec that wrote a .cod file (same family, ds, bits and model tag), so
     that ``cod decompress FILE`` needs no flags. Candidates are told apart by their weights'
     metadata and codebook alone; only the match is loaded (with ``options``, keywords of
-    :func:`load`). ``cache`` keeps what was read and loaded between files."""
+    :func:`load`: limits, precision, ...). ``cache`` keeps what was read and loaded between files."""
     header = bs.read_cod(data).header
     want = (header.family, header.ds, header.bits, header.model_tag)
     cache = {} if cache is None else cache

@@ -28,6 +28,7 @@ RATES: dict[str, tuple[int, int]] = {
 PAD_MODES: tuple[str, ...] = ("replicate", "reflect", "constant")  # padding to the model's multiple
 FORMATS: tuple[str, ...] = ("cod", "official")  # our container, or the original code's 4-byte header
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")  # auto: CUDA when available, else the CPU
+PRECISIONS: tuple[str, ...] = ("fast", "fp32", "bf16")  # CoD-Lite compute (cod.inference); fp32 is the faithful path
 
 # Model families (cod.families registers each) and their bitstream codes (the .cod header's
 # family field, docs/format.md).

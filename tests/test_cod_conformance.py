@@ -7,8 +7,8 @@ from safetensors.torch import load_file
 
 from cod import bitstream as bs
 from cod.cod_codec import DecodeSettings, official_uint8
-from cod.codec import tensor_to_uint8
-from tests.conformance import official_state_dict, write_official_cod
+from cod.tensor_io import tensor_to_uint8
+from tests.conformance import load_manifest, official_state_dict, write_official_cod
 from tests.conftest import conformance_case
 from cod.diffusion import flow_timesteps, guided, sample_adam2, sample_euler
 from cod.errors import CheckpointError

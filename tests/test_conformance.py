@@ -57,7 +57,7 @@ def test_conformance_case(case, tmp_path):
         got["v_train"] = model.velocity(inputs["x_train"], inputs["t_train"], cond)
 
     # deployed form through the public codec (windowed attention, t=0 folded)
-    codec = cod.load(weights=out)
+    codec = cod.load(weights=out, precision="fp32")  # the faithful path
     assert codec.model.time_folded
     m = codec.model
     with torch.no_grad():
@@ -93,7 +93,7 @@ def test_official_pt_loads_directly(tmp_path):
     """--weights accepts the official .pt when its .yaml lies beside it."""
     case_dir = conformance_case("A4_codlite_0.0312")
     man, ckpt, cfg = _official_files(case_dir, tmp_path)
-    codec = cod.load(weights=ckpt)
+    codec = cod.load(weights=ckpt, precision="fp32")
     inputs = load_file(case_dir / "inputs.safetensors")
     image = inputs["image_u8"][0].permute(1, 2, 0).numpy()
     assert codec.compress(image, format="official") == (case_dir / "expected_file.bin").read_bytes()

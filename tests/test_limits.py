@@ -94,15 +94,34 @@ def test_entropy_coded_bomb_is_refused_before_the_range_decoder(codec):
 
 
 def test_a_claim_over_the_memory_budget_is_refused_from_the_header(monkeypatch):
+    """CoD-Lite decodes in tiles sized from max_memory; a claim whose image buffers alone leave
+    no room for the smallest tiles is refused from the header, before anything is decoded."""
     small = cod.load(max_memory=parse_memory("256M"))
-    data = bomb(small, 2048, 2048)
-    with monkeypatch.context() as m:  # the estimate traces on the meta device: nothing is decoded
+    data = bomb(small, 4096, 8192)
+    with monkeypatch.context() as m:
         m.setattr(small, "decode", lambda *a, **k: pytest.fail("decoded"))
         m.setattr(bs, "unpack_indices", lambda *a, **k: pytest.fail("indices unpacked"))
-        with pytest.raises(LimitError, match=r"2048x2048 image needs an estimated .* or more, above the memory budget of 256\.0 MiB"):
+        with pytest.raises(LimitError, match=r"8192x4096 image needs an estimated .* or more, above the memory budget of 256\.0 MiB"):
             small.decompress(data)
-    # within the budget, the same codec decodes
-    assert small.decompress(bomb(small, 64, 48)).size == (48, 64)
+    # a claim that fits decodes (in tiles and bands sized from the budget), within the budget
+    data = bomb(small, 1024, 1536)
+    assert small.activation_budget(1024, 1536) == 96 * 2**20  # 3/8 of max_memory
+    out = []
+    assert peak_bytes(lambda: out.append(small.decompress(data))) <= 256 * 2**20
+    assert out[0].size == (1536, 1024)
+
+
+def test_the_activation_budget_follows_max_memory(codec):
+    from cod.tiling import DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET
+
+    assert codec.activation_budget(4320, 7680) == DEFAULT_MEMORY_BUDGET == 3 * DEFAULT_MAX_MEMORY // 8
+    tight = cod.load(max_memory=parse_memory("200M"))
+    assert tight.activation_budget(64, 64) == 75 * 2**20
+    assert tight.activation_budget(2048, 2048) == (200 - 64 - 64) * 2**20  # what the image buffers leave
+    with pytest.raises(LimitError, match="2560x2048"):
+        tight.activation_budget(2048, 2560)  # not even the smallest tiles fit
+    assert cod.load(max_memory=None).activation_budget(99999, 99999) == DEFAULT_MEMORY_BUDGET
+    assert cod.load(memory_budget=MIN_MEMORY_BUDGET).activation_budget(64, 64) == MIN_MEMORY_BUDGET
 
 
 def test_no_limits_when_asked(codec):
@@ -120,9 +139,12 @@ def test_the_estimate_bounds_the_tensors_of_a_real_decode(codec):
     h = w = 256
     grid = codec.grid(h, w)
     idx = np.zeros(grid[0] * grid[1], dtype=np.int64)
-    real = peak_bytes(lambda: type(codec).decode.__wrapped__(codec, idx, h, w, grid))
+    # the whole-image decode the trace describes, on real tensors
+    real = peak_bytes(lambda: codec._decode_trace(grid, None, codec.device))
     est = codec.decode_memory(h, w, grid)
     assert real <= est <= 4 * real
+    # CoD-Lite's own decode (pixel head in bands, tiles when the budget asks) stays below it
+    assert peak_bytes(lambda: type(codec).decode.__wrapped__(codec, idx, h, w, grid)) <= est
     # the cheap bound (bytes per pixel of a small decode) is above the full trace
     bound = codec.decode_memory(h, w, grid, budget=2**40)
     assert bound >= est

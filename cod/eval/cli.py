@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any
 
-from cod.cliargs import add_device_arg, add_force_arg, add_unsafe_pickle_arg, parse_size, refuse_existing
+from cod.cliargs import add_device_arg, add_force_arg, add_limit_args, add_precision_args, add_unsafe_pickle_arg, limit_kwargs, parse_size, refuse_existing
 from cod.errors import CodError, UsageError
 from cod.eval.schema import BASELINE_NAMES, KEY_ALIASES, METRIC_KEYS, WEIGHTS_ENV
 
@@ -58,10 +58,10 @@ def _weights_for(models: list[str], given: list[str]) -> dict[str, str | None]:
     return out
 
 
-def _load_model(name: str, weights: str | None, device: Any, unsafe_pickle: bool = False) -> Any:
+def _load_model(name: str, weights: str | None, device: Any, unsafe_pickle: bool = False, **options: Any) -> Any:
     import cod
 
-    return cod.load(name, weights=weights, device=device, unsafe_pickle=unsafe_pickle)
+    return cod.load(name, weights=weights, device=device, unsafe_pickle=unsafe_pickle, **options)
 
 
 def _fmt(v: Any, spec: str) -> str:
@@ -171,7 +171,7 @@ def cmd_speed(args: argparse.Namespace) -> int:
     if is_baseline_name(args.model):
         codec: Any = FixedQuality(get_baseline(args.model), args.quality)
     else:
-        codec = _load_model(args.model, args.weights, device, args.unsafe_pickle)
+        codec = _load_model(args.model, args.weights, device, args.unsafe_pickle, precision=args.precision, **limit_kwargs(args))
     report = speed(codec, size=size, warmup=args.warmup, runs=args.runs, device=device)
     print(format_speed(report))
     if args.json:
@@ -225,6 +225,8 @@ def add_eval_subcommands(subparsers: Any) -> None:
     p.add_argument("--weights", "-w", default=None, help="model weights file, ours or an official .pt (default: the installed weights)")
     add_unsafe_pickle_arg(p)
     add_device_arg(p)
+    add_precision_args(p)
+    add_limit_args(p)
     p.add_argument("--warmup", type=int, default=2, help="untimed calls first (default: 2)")
     p.add_argument("--runs", type=int, default=10, help="timed calls (default: 10)")
     p.add_argument("--quality", type=float, default=75, help="quality for a baseline codec (default: 75)")

@@ -1,7 +1,8 @@
 """Encode/decode latency and peak memory of one codec at one image size.
 
 CPU: wall time with ``time.perf_counter``; peak memory = the highest resident set size
-(psutil, sampled every millisecond in a thread) during the timed runs minus the RSS before them.
+(psutil, sampled every millisecond in a thread) during one more, untimed call minus the RSS
+before it (the sampler stays out of the timed runs).
 CUDA: the device is synchronised before and after every call; peak memory is
 ``torch.cuda.max_memory_allocated`` during the timed runs minus the memory allocated before them.
 """
@@ -96,30 +97,34 @@ class PeakRss:
 
 
 def _timed_runs(fn: Callable[[], Any], runs: int, device: torch.device) -> tuple[list[float], float, Any]:
-    """Run ``fn`` ``runs`` times; (seconds per run, peak memory delta in MiB, last result)."""
+    """Run ``fn`` ``runs`` times; (seconds per run, peak memory delta in MiB, last result).
+    On a CPU the timed runs go without the RSS sampler (its thread would take CPU time from
+    the network); one more, untimed call measures the peak."""
     cuda = device.type == "cuda"
     times: list[float] = []
     out = None
+    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
     if cuda:
-        torch.cuda.synchronize(device)
+        sync()
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-        for _ in range(runs):
-            torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-            out = fn()
-            torch.cuda.synchronize(device)
-            times.append(time.perf_counter() - t0)
+    for _ in range(runs):
+        sync()
+        t0 = time.perf_counter()
+        out = fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    if cuda:
         return times, (torch.cuda.max_memory_allocated(device) - base) / 2**20, out
     with PeakRss() as mem:
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            out = fn()
-            times.append(time.perf_counter() - t0)
+        fn()
     return times, mem.peak_delta_mb, out
 
 
 def _dtype_of(codec: Any) -> str:
+    plan = getattr(codec, "plan", None)
+    if plan is not None and hasattr(plan, "describe"):
+        return plan.describe()
     model = getattr(codec, "model", None)
     if isinstance(model, torch.nn.Module):
         for p in model.parameters():
@@ -174,6 +179,71 @@ def speed(
             "kind": "cuda max_memory_allocated delta" if dev.type == "cuda" else "process RSS peak delta",
             "encode_mib": enc_mem,
             "decode_mib": dec_mem,
+        },
+    }
+
+
+def compare(codecs: dict[str, Any], size: tuple[int, int], warmup: int = 1, runs: int = 5, device: str | torch.device | None = None, image: np.ndarray | None = None) -> dict[str, Any]:
+    """Time several codecs side by side on one HxW image: ``warmup`` untimed round trips each,
+    then ``runs`` rounds in which every codec compresses and then every codec decompresses the
+    first codec's file, the order reversed every other round (ABBA), so that a machine whose
+    load drifts slows all of them alike. Returns the per-codec stats, every ratio to the first
+    codec's median (first / other: > 1 means faster than the first) and, untimed, each codec's
+    accuracy against the first: the PSNR of its decode of the first's file against the first's
+    decode (``decode_psnr_db``) and the fraction of positions where its encoder picks the
+    first's index (``same_index``). The codecs must share a bitstream layout."""
+    if runs < 1 or warmup < 0 or not codecs:
+        raise CodError(f"need codecs, runs >= 1 and warmup >= 0, got {len(codecs)} codecs, runs={runs}, warmup={warmup}")
+    names = list(codecs)
+    dev = resolve_device(device if device is not None else getattr(codecs[names[0]], "device", "cpu"))
+    h, w = size
+    img = synthetic_image(h, w) if image is None else image
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    data = codecs[names[0]].compress(img)
+    for _ in range(warmup):
+        for c in codecs.values():
+            c.decompress(c.compress(img))
+    enc: dict[str, list[float]] = {n: [] for n in names}
+    dec: dict[str, list[float]] = {n: [] for n in names}
+    last: dict[str, dict[str, Any]] = {"enc": {}, "dec": {}}  # the last file / image of each codec
+    for r in range(runs):
+        order = names if r % 2 == 0 else names[::-1]
+        for what, store in (("enc", enc), ("dec", dec)):
+            for n in order:
+                sync()
+                t0 = time.perf_counter()
+                out = codecs[n].compress(img) if what == "enc" else codecs[n].decompress(data)
+                sync()
+                store[n].append(time.perf_counter() - t0)
+                last[what][n] = out
+                if what == "enc" and n == names[0]:
+                    data = out
+    # accuracy against the first codec: each one's decode of the first's file, and its indices
+    ref_img = np.asarray(last["dec"][names[0]], dtype=np.float64)
+    ref_idx = codecs[names[0]].parse(data)[0]
+    acc = {}
+    for n in names:
+        mse = float(np.mean((np.asarray(last["dec"][n], dtype=np.float64) - ref_img) ** 2))
+        same = float(np.mean(codecs[n].parse(last["enc"][n])[0] == ref_idx))
+        acc[n] = {"decode_psnr_db": float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse)), "same_index": same}
+    e0, d0 = np.median(enc[names[0]]), np.median(dec[names[0]])
+    return {
+        "size": [h, w],
+        "device": str(dev),
+        "hardware": hardware_info(dev),
+        "threads": torch.get_num_threads(),
+        "warmup": warmup,
+        "runs": runs,
+        "codecs": {
+            n: {
+                "dtype": _dtype_of(codecs[n]),
+                "encode_ms": _stats_ms(enc[n]),
+                "decode_ms": _stats_ms(dec[n]),
+                "encode_speedup": float(e0 / np.median(enc[n])),
+                "decode_speedup": float(d0 / np.median(dec[n])),
+                **acc[n],
+            }
+            for n in names
         },
     }
 
