@@ -24,8 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cod.cliargs import memory_arg, parse_size  # noqa: E402
-from cod.errors import CodError  # noqa: E402
+from cod.cliargs import memory_arg, parse_size, run_script  # noqa: E402
 from cod.zoo import RATES  # noqa: E402
 
 
@@ -104,8 +103,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except CodError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

@@ -3,6 +3,8 @@ one --device, one --unsafe-pickle, one image-size convention (WIDTHxHEIGHT, as i
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Callable
 
 from cod.errors import CodError
 
@@ -45,3 +47,14 @@ def parse_size(text: str, flag: str = "--size") -> tuple[int, int]:
     if w < 1 or h < 1:
         raise CodError(f"{flag}: width and height must be positive, got {text!r}")
     return h, w
+
+
+def run_script(main: Callable[[], int]) -> None:
+    """Exit with ``main()``'s status; a CodError is a one-line ``error: ...`` and status 2
+    (for the scripts under benchmarks/)."""
+    try:
+        status = main()
+    except CodError as e:
+        print(f"error: {e}", file=sys.stderr)
+        status = 2
+    sys.exit(status)
