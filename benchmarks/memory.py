@@ -24,9 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cod.cliargs import parse_size
+from cod.cliargs import parse_size, run_script  # noqa: E402
 from cod.limits import parse_memory  # noqa: E402
-from cod.errors import CodError  # noqa: E402
 from cod.zoo import RATES  # noqa: E402
 
 
@@ -105,8 +104,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except CodError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

@@ -34,10 +34,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import cod  # noqa: E402
-from cod.cliargs import add_device_arg, parse_size
+from cod.cliargs import add_device_arg, parse_size, run_script  # noqa: E402
 from cod.limits import parse_memory  # noqa: E402
 from cod.codec import resolve_device  # noqa: E402
-from cod.errors import CodError  # noqa: E402
 from cod.eval.speed import compare, cpu_model, speed  # noqa: E402
 from cod.inference import PRECISIONS  # noqa: E402
 
@@ -201,8 +200,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except CodError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

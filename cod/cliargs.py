@@ -4,10 +4,11 @@ convention (WIDTHxHEIGHT, as image tools print it). No torch here: `cod --help` 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
-from cod.errors import UsageError
+from cod.errors import CodError, UsageError
 
 
 def add_device_arg(p: argparse.ArgumentParser, what: str = "") -> None:
@@ -76,3 +77,14 @@ def refuse_existing(paths: Iterable[str | Path], force: bool, hint: str = "pass 
     if existing:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise UsageError(f"{existing[0]} exists{more}; {hint}")
+
+
+def run_script(main: Callable[[], int]) -> None:
+    """Exit with ``main()``'s status; a CodError is a one-line ``error: ...`` and status 2
+    (for the scripts under benchmarks/)."""
+    try:
+        status = main()
+    except CodError as e:
+        print(f"error: {e}", file=sys.stderr)
+        status = 2
+    sys.exit(status)

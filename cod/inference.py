@@ -27,6 +27,7 @@ and the per-pixel head never exist for the whole image at once.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 
@@ -39,9 +40,12 @@ from cod.models.lite import CoDLite
 from cod.nn.conv_blocks import AttnBlock, ResnetBlock
 from cod.zoo import PRECISIONS
 
-# rows of the token matrix per chunk in the DiCo MLP and the per-pixel head
+# rows of the token matrix per chunk in the DiCo MLP and the per-pixel head (CPU; 8x on a
+# GPU). A pixel-head chunk of 512 tokens (131072 pixels) works in ~100 MB at bf16: few enough
+# operators that a loaded machine does not pay its scheduling cost per operator (64-token
+# chunks decoded 720x480 2x slower there), small enough for the memory budget.
 TOKEN_CHUNK = 4096
-PIXEL_TOKEN_CHUNK = 64
+PIXEL_TOKEN_CHUNK = 512
 
 
 def cpu_native_bf16() -> bool:
@@ -97,6 +101,15 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu", encode
     else:
         enc = dec if precision == "bf16" else torch.float32
     return PrecisionPlan(precision, False, enc, dec, reason)
+
+
+def exact_fp32(device: torch.device) -> contextlib.AbstractContextManager:
+    """float32 convolutions without TF32 on a GPU (cuDNN allows TF32 by default, which moves
+    near-tied encoder indices); nothing on a CPU."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    cudnn = torch.backends.cudnn
+    return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic, allow_tf32=False)
 
 
 # --------------------------------------------------------------------------- the fast form
@@ -261,7 +274,8 @@ class FastCoDLite:
     def encode_z(self, x01: torch.Tensor, tile: bool = False) -> torch.Tensor:
         """Image in [0, 1], (1, 3, H, W) float32 -> encoder output z, float32 (1, C, h, w)."""
         plain = self.encoder_module  # built on first use
-        z = (plain if tile else self._encoder)(_cl(x01.to(self.device, self.enc_dtype)))
+        with exact_fp32(self.device):
+            z = (plain if tile else self._encoder)(_cl(x01.to(self.device, self.enc_dtype)))
         return self._fresh(z.float().contiguous())
 
     @torch.inference_mode()
@@ -312,7 +326,7 @@ class FastCoDLite:
         ct = _tokens(_cl(cond.to(self.dtype)))[r0 * tw : r1 * tw]
         st = s[r0 * tw : r1 * tw]
         out = torch.empty(st.shape[0], p2, 3, dtype=torch.float32, device=self.device)
-        chunk = PIXEL_TOKEN_CHUNK if self.device.type == "cpu" else 64 * PIXEL_TOKEN_CHUNK
+        chunk = PIXEL_TOKEN_CHUNK if self.device.type == "cpu" else 8 * PIXEL_TOKEN_CHUNK
         for lo in range(0, st.shape[0], chunk):
             hi = min(st.shape[0], lo + chunk)
             out[lo:hi] = self._chunk_fn(ct[lo:hi], st[lo:hi])
@@ -365,7 +379,8 @@ class FaithfulCoDLite:
 
     @torch.inference_mode()
     def encode_z(self, x01: torch.Tensor, tile: bool = False) -> torch.Tensor:
-        return self.model.condition.encoder(x01.to(self.device))
+        with exact_fp32(self.device):
+            return self.model.condition.encoder(x01.to(self.device))
 
     @torch.inference_mode()
     def indices(self, z: torch.Tensor) -> torch.Tensor:

@@ -1,16 +1,30 @@
 """Overlapping tiles, blended, sized from a memory budget (issue 16).
 
-    plan = TilePlan.cover(h, w, tile=64, overlap=8, align=32)   # windows over an h x w grid
+Decoding or encoding a CoD-Lite image within a memory budget needs no call into this module:
+
+    codec = cod.load("codlite-0.0312", memory_budget=parse_memory("800M"))  # or codec.memory_budget = ...
+    data = codec.compress(image)          # the encoder in tiles when the image needs more
+    image = codec.decompress(data)        # the condition decoder in tiles, the pixel head in bands
+    # lower level, any engine (cod.inference): cod.lite_pipeline.encode_image / decode_indices
+
+The budget counts the network's working memory (activations) in bytes; weights, the image
+and the file come on top (docs/speed.md: 7680x4320 within 4 GB of peak RSS at the default
+:data:`DEFAULT_MEMORY_BUDGET`). This module is the geometry, for any map-to-map function:
+
+    plan = plan_tiles(h, w, unit_bytes=1e4, budget=2**30, overlap=8, align=32)  # TilePlan
     for band in blend_tiles(fn, plan, channels=128, scale=1):  # fn(y0, y1, x0, x1) -> (1, C, ...)
         consume(band.row0, band.values)                          # finished rows, top to bottom
 
-A grid is covered by rows x columns of windows that overlap by at least ``overlap`` units and
-start at multiples of ``align`` (the codec's attention windows then fall where they fall on
-the whole image). Each window is computed on its own; where windows overlap, their outputs
-are averaged with linear ramps (weights that fall to zero at a window's inner edges, where a
-window sees least context), so no seam is left where one window ends. Rows are handed on as
-soon as no later window touches them: the blended output never exists in full, only a band
-a window high (an 8K image at ds 4 has a 1 GB encoder output).
+A grid is covered by rows x columns of windows (full-height or full-width strips when one
+side fits, else squares) that overlap by at least ``overlap`` units and start at multiples of
+``align`` (a network's attention windows then fall on each tile as on the whole image: with
+tiles out of step with the windows a tiled decode loses ~20 dB). Each window is computed on
+its own; where windows overlap, their outputs are averaged with linear ramps (weights that
+fall to zero at a window's inner edges, where a window sees least context), so no seam is
+left where one window ends. Rows are handed on as soon as no later window touches them: the
+blended output never exists in full, only a band a window high (an 8K image at ds 4 has a
+1 GB encoder output). :class:`SharedGroupNorm` gives every tile the GroupNorm statistics of
+the whole map (pooled over the tiles' cores), which GroupNorm layers need to match.
 
 The geometry knows nothing about networks: the codecs (cod.lite_pipeline) say what a unit
 is, how many bytes of working memory a unit costs, and what ``fn`` computes. Windows are

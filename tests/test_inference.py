@@ -115,20 +115,15 @@ def test_compiled_form_traces_and_agrees(refine_model, monkeypatch):
 def test_accuracy_budget_of_the_fast_path(weights):
     """Issue 16's budget on the shipped (trained) models: the fast decode of a file is within
     40 dB PSNR of the fp32 decode, the fast encoder picks the fp32 index at >= 99% of
-    positions, and every file the fast path writes decodes with the fp32 path."""
-    img = _photo(512, 768)
+    positions, and a file the fast path writes decodes with the fp32 path (docs/speed.md has
+    the figures, and what a bf16 encoder would cost)."""
+    img = _photo(256, 384)
     ref = cod.load(weights=weights, precision="fp32")
-    for precision in ("fast", "bf16"):
-        fast = cod.load(weights=weights, precision=precision)
-        data32, data = ref.compress(img), fast.compress(img)
-        same = (ref.parse(data32)[0] == fast.parse(data)[0]).mean()
-        if precision == "fast":
-            assert same >= 0.99, same  # the fast encoder runs fp32 (channels-last)
-        else:
-            assert same >= 0.95, same  # a bf16 encoder moves near-tied indices (docs/speed.md)
-        rec32 = np.asarray(ref.decompress(data32))
-        assert psnr(np.asarray(fast.decompress(data32)), rec32) >= 40.0
-        assert np.asarray(ref.decompress(data)).shape == img.shape  # fast files decode on the fp32 path
+    fast = cod.load(weights=weights, precision="fast")
+    data32, data = ref.compress(img), fast.compress(img)
+    assert (ref.parse(data32)[0] == fast.parse(data)[0]).mean() >= 0.99
+    assert psnr(np.asarray(fast.decompress(data32)), np.asarray(ref.decompress(data32))) >= 40.0
+    assert np.asarray(ref.decompress(data)).shape == img.shape
 
 
 def test_codec_precision_and_errors(tiny_weights):
@@ -139,3 +134,14 @@ def test_codec_precision_and_errors(tiny_weights):
     assert isinstance(codec.engine, FaithfulCoDLite)
     with pytest.raises(CodError, match="unknown precision"):
         cod.load(weights=tiny_weights["0.0312"], precision="fp8")
+
+
+def test_exact_fp32_turns_tf32_off_on_gpus_only():
+    """The fp32 encoder must not run TF32 convolutions on a GPU (cuDNN's default): the flag is
+    off inside exact_fp32 for a CUDA device and restored after (no GPU needed to check)."""
+    before = torch.backends.cudnn.allow_tf32
+    with inference.exact_fp32(torch.device("cuda")):
+        assert torch.backends.cudnn.allow_tf32 is False
+    assert torch.backends.cudnn.allow_tf32 == before
+    with inference.exact_fp32(torch.device("cpu")):
+        assert torch.backends.cudnn.allow_tf32 == before

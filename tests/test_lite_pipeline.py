@@ -58,28 +58,28 @@ def test_pixel_bands_are_exact(small, monkeypatch):
 
 
 def test_tiled_encode_stays_close(small):
-    """Encoding in overlapping tiles (blended encoder outputs) keeps most indices and the
-    reconstruction quality; the file decodes as usual."""
-    small.precision = "fast"
-    img = _photo(384, 1536)  # 24 x 96 units of 16 px: strips of 64 (two attention windows)
-    ref = small.parse(small.compress(img))[0]
-    rec_whole = np.asarray(small.decompress(small.compress(img)))
+    """Encoding in overlapping window-aligned strips (blended encoder outputs, each strip with
+    its own GroupNorm statistics) keeps most indices and the reconstruction quality."""
     from cod.lite_pipeline import encoder_bytes_per_pixel
 
-    small.memory_budget = int(encoder_bytes_per_pixel(small.engine) * 384 * 1024)
+    small.precision = "fast"
+    img = _photo(256, 1536)  # 16 x 96 units of 16 pixels: two strips 64 wide (two attention windows)
+    whole = small.compress(img)
+    rec_whole = np.asarray(small.decompress(whole))
+    small.memory_budget = int(encoder_bytes_per_pixel(small.engine) * 256 * 16 * 64) + 1
     try:
-        assert encode_plan(small.engine, 384, 1536, small.ds, small.multiple, small.model.attention_window, small.memory_budget).tiled
+        plan = encode_plan(small.engine, 256, 1536, small.ds, small.multiple, small.model.attention_window, small.memory_budget)
+        assert plan.cols == ((0, 64), (32, 96)), plan
         data = small.compress(img)
     finally:
         small.memory_budget = None  # back to the budget from max_memory
-    same = (small.parse(data)[0] == ref).mean()
+    same = (small.parse(data)[0] == small.parse(whole)[0]).mean()
     rec = np.asarray(small.decompress(data))
-    assert same > 0.5, same
-    assert psnr(rec, img) > psnr(rec_whole, img) - 1.0
+    assert same > 0.7, same
+    assert psnr(rec, img) > psnr(rec_whole, img) - 0.5
 
 
-@pytest.mark.parametrize("rate", ["0.5", "0.0078", pytest.param("0.0039", marks=pytest.mark.xfail(
-    strict=True, reason="open: tiled condition decoding of the random tiny 0.0039 model (16 codes) is 18-23 dB from the whole decode; 0.0078 (same ds 32) 39 dB"))])
+@pytest.mark.parametrize("rate", ["0.5", "0.0039"])
 def test_tiling_at_other_strides(tmp_path, rate):
     """ds 4 (four index positions per 16-pixel unit) and ds 32 (two condition positions per
     index): tiled and whole decodes agree closely, tiled encoding runs."""
@@ -87,10 +87,10 @@ def test_tiling_at_other_strides(tmp_path, rate):
 
     # a window of 2 positions: tiles stay window-aligned on a small image
     codec = cod.load(weights=make_tiny_weights(tmp_path / "w.safetensors", rate, attention_window=2), precision="fp32")
-    img = _photo(256, 640)  # index grids 64 x 160 (ds 4) and 8 x 20 (ds 32)
+    img = _photo(128, 160) if rate == "0.5" else _photo(256, 640)  # index grids 32 x 40 (ds 4), 8 x 20 (ds 32)
     data = codec.compress(img)
     whole = np.asarray(codec.decompress(data))
-    codec.memory_budget = _tiny_budget(codec, 48 * 48 if rate == "0.5" else 8 * 12)
+    codec.memory_budget = _tiny_budget(codec, 28 * 28 if rate == "0.5" else 8 * 12)
     _, _, _, grid = codec.parse(data)
     assert condition_plan(codec.engine, grid, codec.ds, codec.multiple, codec.model.attention_window, codec.memory_budget).tiled
     tiled = np.asarray(codec.decompress(data))
