@@ -335,6 +335,7 @@ def test_cli_corrupt_diffc_files(photo, weights, tmp_path, capsys):
     out = tmp_path / "decoded"
     capsys.readouterr()
     assert main(["decompress", str(bad_dir), "-o", str(out) + "/", "--weights", str(w), "-q"]) != 0
-    err = capsys.readouterr().err.strip().splitlines()
+    *err, summary = capsys.readouterr().err.strip().splitlines()
     assert len(err) == len(variants) and all(line.startswith("error: ") for line in err), err[:3]
+    assert summary == f"decompress: 0 ok, {len(variants)} failed", summary  # the batch summary, even with -q
     assert not out.exists() or not any(out.iterdir())
