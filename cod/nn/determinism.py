@@ -107,6 +107,12 @@ class _FixedSplit(TorchFunctionMode):
             return self._map([lambda: F.linear(x, weight, bias)])[0]
         return self._rows(torch.mm if bias is None else torch.addmm, x, weight.t(), bias)
 
+    def _addmm(self, bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, beta: float = 1, alpha: float = 1) -> torch.Tensor:
+        # the fast CoD-Lite form's linear layers (cod.inference): rows split like F.linear
+        if beta == 1 and alpha == 1 and a.ndim == 2 and b.ndim == 2 and a.numel() and bias.ndim == 1 and bias.shape[0] == b.shape[1]:
+            return self._rows(torch.addmm, a, b, bias)
+        return self._map([lambda: torch.addmm(bias, a, b, beta=beta, alpha=alpha)])[0]
+
     def _matmul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if a.ndim >= 2 and b.ndim == 2 and a.numel():
             return self._rows(torch.mm, a, b)
@@ -151,7 +157,8 @@ class _FixedSplit(TorchFunctionMode):
 
         if len(parts) == 1:
             return self._map([lambda: part(*parts[0])])[0]
-        out = x.new_empty(n, cout, hout, wout)
+        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() else torch.contiguous_format
+        out = torch.empty((n, cout, hout, wout), dtype=x.dtype, device=x.device, memory_format=fmt)  # the input's layout (the fast form is channels-last)
         self._map([lambda p=p: out[p[0], :, p[1] : p[2]].copy_(part(*p)[0] if not isinstance(p[0], slice) else part(*p)) for p in parts])
         return out
 
@@ -166,11 +173,13 @@ class _FixedSplit(TorchFunctionMode):
         torch.Tensor.mm: "_matmul",
         torch.bmm: "_bmm",
         torch.Tensor.bmm: "_bmm",
+        torch.addmm: "_addmm",
+        torch.Tensor.addmm: "_addmm",
     }
     # other oneDNN / BLAS operators: one single-threaded kernel, whole
     _WHOLE = {
         torch.conv1d, torch.conv3d, F.conv1d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d,
-        torch.addmm, torch.baddbmm, torch.addbmm, torch.einsum, torch.tensordot, torch.Tensor.addmm, torch.Tensor.baddbmm,
+        torch.baddbmm, torch.addbmm, torch.einsum, torch.tensordot, torch.Tensor.baddbmm,
     }
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
