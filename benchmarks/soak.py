@@ -34,8 +34,9 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=500)
     ap.add_argument("--model", default=None)
     ap.add_argument("--at", type=int, nargs="+", default=[10, 100, 250, 500])
+    ap.add_argument("--precision", default="fast", choices=["fast", "fp32", "bf16"])
     args = ap.parse_args()
-    codec = cod.load(args.model)
+    codec = cod.load(args.model, precision=args.precision)
     with tempfile.TemporaryDirectory(prefix="cod-soak-") as tmp:
         src, out = Path(tmp) / "in", Path(tmp) / "out"
         src.mkdir()
@@ -49,24 +50,27 @@ def main() -> None:
 
         original = image_io.write_image
 
-        def write_and_measure(path, array):
-            original(path, array)
+        def write_and_measure(path, array, **kw):
+            original(path, array, **kw)
             rss.append(rss_mb())
 
         image_io.write_image = write_and_measure
         try:
             t0 = time.perf_counter()
-            code = cli.main(["decompress", str(src), "-o", str(out), "-q", "--model", codec.name])
+            code = cli.main(["decompress", str(src), "-o", str(out), "-q", "--model", codec.name, "--precision", args.precision])
             seconds = time.perf_counter() - t0
         finally:
             image_io.write_image = original
-    print(f"CPU: {cpu_model()}; {codec.name}; {args.files} files in {seconds:.0f} s (exit {code})")
+    print(f"CPU: {cpu_model()}; {codec.name}, precision {args.precision}; {args.files} files in {seconds:.0f} s (exit {code})")
     print("| after file | RSS MiB |")
     print("|---|---|")
     for n in args.at:
         if n <= len(rss):
             print(f"| {n} | {rss[n - 1]:.0f} |")
-    print(f"| peak | {max(rss):.0f} |")
+    if rss:
+        print(f"| peak | {max(rss):.0f} |")
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

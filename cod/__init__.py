@@ -12,9 +12,17 @@ or `cod --help` does not load torch.
 """
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import lazy_loader
+
+# oneDNN's primitive cache and ideep's per-shape cache keep up to 1024 entries each (packed
+# bf16 weights among them): a batch of many image sizes on the fast path grew by ~450 MiB over
+# 500 files (docs/reliability.md §4). 64 entries keep a batch flat and cost no measurable speed;
+# read on first use, so this holds unless the user set them or ran oneDNN before importing cod.
+for _name in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
+    os.environ.setdefault(_name, "64")
 
 from cod.errors import BitstreamError, CheckpointError, CodError, ConfigError, ImageError, ModelMismatchError, UsageError
 from cod.zoo import MODELS, RATES

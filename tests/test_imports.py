@@ -2,6 +2,7 @@
 module imports on its own in a fresh interpreter (docs/architecture.md: a layer imports only
 the layers below it)."""
 import ast
+import os
 import subprocess
 import sys
 
@@ -115,3 +116,14 @@ def test_every_module_imports_first_in_a_fresh_interpreter():
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout == "", r.stdout
     assert len(names) > 40
+
+
+def test_import_cod_bounds_the_onednn_caches_unless_set():
+    """Per-shape oneDNN / ideep caches grew a many-size batch by ~450 MiB (docs/reliability.md §4):
+    `import cod` sets their capacity to 64 entries, and leaves a user's own setting alone."""
+    code = "import os, cod; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'], os.environ['LRU_CACHE_CAPACITY'])"
+    env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["64", "64"]
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "LRU_CACHE_CAPACITY": "7"}, capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["64", "7"]
