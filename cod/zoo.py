@@ -198,6 +198,7 @@ RETIRED_MODELS: dict[tuple[int, int, int], str] = {
     # (ds, codebook bits, model tag): what wrote such files
     (16, 8, 0xD94D): "codlite-small-0.0312 v1 (the default model of cod 0.1, commit 64e5a09: `git show 64e5a09:cod/weights/codlite-small-0.0312.safetensors > old.safetensors`)",
     (8, 8, 0x685A): "codlite-small-0.125 v1 (cod 0.1, commit 64e5a09: `git show 64e5a09:cod/weights/codlite-small-0.125.safetensors > old.safetensors`)",
+    (16, 8, 0x7EE8): "codlite-small-0.0312 v2 (commit 6590540: `git show 6590540:cod/weights/codlite-small-0.0312.safetensors > old.safetensors`)",
 }
 
 
