@@ -17,7 +17,8 @@ mutations reach past the checksum into the index decoders, the DiffC parser and 
 
 Every input must end in an image of the size its header claims, or a CodError. Anything else
 (another exception, a wrong size, an input using more than --cpu-limit CPU seconds (20) or
-running over --timeout wall seconds, the process over --rss-limit-mb) is a finding: libFuzzer stops and writes the input to crash-* / timeout-* /
+running over --timeout wall seconds, the process's own resident memory over --rss-limit-mb,
+sampled every 10 ms) is a finding: libFuzzer stops and writes the input to crash-* / timeout-* /
 oom-* in the working folder; add it to tests/data/fuzz/ as a regression test. The codecs here
 run with small limits (max_pixels = 128 x 128, max_steps = 64), so that every accepted input
 decodes in milliseconds and the limits themselves are fuzzed.
@@ -298,7 +299,38 @@ def make_mutator(atheris):
 READERS = ["bitstream.py", "codec.py", "cod_codec.py", "entropy.py", "limits.py", "diffusion/settings.py", "diffc/payload.py", "diffc/coding.py", "diffc/chain.py"]
 
 
+class RssWatch:
+    """The process's current resident memory, sampled every 10 ms in a thread (the sampling
+    goes on while a torch operator runs), and its peak since :meth:`reset`.
+
+    libFuzzer's own -rss_limit_mb reads the *peak* RSS of the process (getrusage), which Linux
+    carries over fork and exec: a fuzzer started by a large process (pytest after the memory
+    tests) starts "over the limit". This watch measures this process's own pages."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self.peak = self.now()
+        threading.Thread(target=self._run, daemon=True, name="rss-watch").start()
+
+    def now(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self.page
+
+    def reset(self) -> None:
+        self.peak = self.now()
+
+    def _run(self) -> None:
+        while True:
+            self.peak = max(self.peak, self.now())
+            time.sleep(0.01)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import resource
+
+    inherited_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # the parent's peak, carried over exec
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=None, help="inputs to run (default: until --max-time)")
     ap.add_argument("--max-time", type=int, default=None, help="seconds to fuzz (libFuzzer -max_total_time)")
@@ -348,19 +380,24 @@ def main(argv: list[str] | None = None) -> int:
         every = 10000 if (args.runs or 0) >= 50000 else 2000
         slowest = [0.0]
 
+        watch = RssWatch()
+
         def test_one_input(data: bytes) -> None:
             cpu = time.process_time()
+            watch.reset()
             r = run_one(targets, data)
             cpu = time.process_time() - cpu
             if cpu > args.cpu_limit:  # CPU time, not wall time: a shared machine may starve us
                 raise Finding(f"an input took {cpu:.1f} s of CPU, above --cpu-limit {args.cpu_limit}")
+            if watch.peak > args.rss_limit_mb * 2**20:
+                raise Finding(f"an input took the process to {watch.peak / 2**20:.0f} MB of resident memory, above --rss-limit-mb {args.rss_limit_mb}")
             slowest[0] = max(slowest[0], cpu)
             counts[r] = counts.get(r, 0) + 1
             n = sum(counts.values())
             if n % every == 0 or (n >= 64 and n & (n - 1) == 0):  # libFuzzer exits without Python's exit handlers
                 print(f"outcomes after {n} inputs ({time.time() - t0:.0f} s; slowest input {slowest[0]:.2f} s of CPU): {dict(sorted(counts.items(), key=lambda kv: -kv[1]))}", flush=True)
 
-        flags = [sys.argv[0], str(corpus), f"-timeout={args.timeout}", f"-rss_limit_mb={args.rss_limit_mb}", f"-seed={args.seed}", "-max_len=4096", "-print_final_stats=1"]
+        flags = [sys.argv[0], str(corpus), f"-timeout={args.timeout}", f"-rss_limit_mb={args.rss_limit_mb + inherited_mb}", f"-seed={args.seed}", "-max_len=4096", "-print_final_stats=1"]
         if args.runs is not None:
             flags.append(f"-runs={args.runs}")
         if args.max_time is not None:
