@@ -20,11 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cod  # noqa: E402
 from cod.cliargs import parse_size, run_script  # noqa: E402
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+from cod.errors import CodError  # noqa: E402
+from cod.eval.metrics import psnr  # noqa: E402
 
 
 def main() -> int:
@@ -50,6 +47,8 @@ def main() -> int:
     # a budget whose tiles cover about 1/tiles of the grid's width, whole height
     codec.memory_budget = int(condition_bytes_per_index(codec.engine) * grid[0] * grid[1] / args.tiles) + 1
     plan = condition_plan(codec.engine, grid, codec.ds, codec.multiple, codec.model.attention_window, codec.memory_budget)
+    if not plan.tiled:
+        raise CodError(f"a budget for {args.tiles} tiles did not split the {grid[0]}x{grid[1]} index grid (tiles stay aligned to attention windows): use a larger image or more --tiles")
     tiled = np.asarray(codec.decompress(data))
     unit = codec.multiple
     print(f"{args.model} ({codec.plan.describe()}), {w}x{h}, index grid {grid[0]}x{grid[1]}")

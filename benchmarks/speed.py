@@ -187,9 +187,9 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     args.device = str(resolve_device(args.device))
     if args.models is None and args.weights:  # the model the weights file holds
-        from cod.checkpoint import read_weights
+        from cod.checkpoint import read_config
 
-        args.models = read_weights(args.weights)[0]["name"]
+        args.models = read_config(args.weights)["name"]
     elif args.models is None:
         args.models = "codlite-0.0312,codlite-0.0039" if args.compare else "codlite-0.0312"
     if args.compile and args.warmup < 1:

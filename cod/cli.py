@@ -116,7 +116,7 @@ def _load_codec(args: argparse.Namespace, **kw: Any):
 
 def _precision_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """--precision as a cod.load keyword (None: the codec's default)."""
-    return {"precision": getattr(args, "precision", None)}
+    return {"precision": args.precision}
 
 
 def _naming(path: Path, exc: BaseException) -> str:

@@ -315,10 +315,9 @@ class CoDLiteCodec(IndexCodec):
             return self.memory_budget
         if self.max_memory is None:
             return DEFAULT_MEMORY_BUDGET
-        left = self.max_memory - MEMORY_CONSTANT - IMAGE_BYTES_PER_PIXEL * height * width
-        if left < MIN_MEMORY_BUDGET:
-            check_memory(self.max_memory - left + MIN_MEMORY_BUDGET, self.max_memory, width, height)
-        return max(MIN_MEMORY_BUDGET, min(self.max_memory * 3 // 8, left))
+        buffers = MEMORY_CONSTANT + IMAGE_BYTES_PER_PIXEL * height * width
+        check_memory(buffers + MIN_MEMORY_BUDGET, self.max_memory, width, height)
+        return max(MIN_MEMORY_BUDGET, min(self.max_memory * 3 // 8, self.max_memory - buffers))
 
     def fit_decode_to_budget(self, height: int, width: int, grid: tuple[int, int]) -> None:
         """CoD-Lite decodes in tiles sized from ``max_memory``: refused (LimitError) only when
