@@ -21,12 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import cod  # noqa: E402
+import cod  # noqa: E402,I001  (before torch: its environment defaults, cod/__init__.py)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
 from cod.cliargs import parse_size  # noqa: E402
 from cod.eval.speed import cpu_model, synthetic_image  # noqa: E402
 

@@ -30,10 +30,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import cod  # noqa: E402,I001  (before torch: its environment defaults, cod/__init__.py)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import cod  # noqa: E402
 from cod.cliargs import add_device_arg, parse_size, run_script  # noqa: E402
 from cod.limits import parse_memory  # noqa: E402
 from cod.codec import resolve_device  # noqa: E402

@@ -23,6 +23,13 @@ import lazy_loader
 # read on first use, so this holds unless the user set them or ran oneDNN before importing cod.
 for _name in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
     os.environ.setdefault(_name, "64")
+# A thread-independent decode (cod.nn.determinism) runs its products on cod's own worker
+# threads; torch's OpenMP threads, left spinning after the last ATen operator, would keep the
+# cores from them (720x480 fast decode at 2 threads: 1.05-1.14 s spinning, 0.72-0.77 s not;
+# docs/speed.md). GNU OpenMP (the PyPI torch) reads this when torch is imported: it holds
+# when cod is imported first and the user set neither it nor OMP_WAIT_POLICY.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "0")
 
 from cod.errors import BitstreamError, CheckpointError, CodError, ConfigError, ImageError, ModelMismatchError, UsageError
 from cod.zoo import MODELS, RATES

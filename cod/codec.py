@@ -283,7 +283,7 @@ class CoDLiteCodec(IndexCodec):
         if not self.model.time_folded:
             self.model.fold_time_modulation(0.0)
         self.model_tag = self._tag()
-        self._engine: tuple[tuple[str, bool], FaithfulCoDLite | FastCoDLite] | None = None
+        self._engine: tuple[tuple[PrecisionPlan, bool], FaithfulCoDLite | FastCoDLite] | None = None
         self.plan  # check the precision now
 
     @property
@@ -298,9 +298,9 @@ class CoDLiteCodec(IndexCodec):
     @property
     def engine(self) -> FaithfulCoDLite | FastCoDLite:
         """The network in the form ``precision`` asks for (the fast form is built on first use)."""
-        key = (self.precision, self.compile)
+        plan = self.plan
+        key = (plan, self.compile)
         if self._engine is None or self._engine[0] != key:
-            plan = self.plan
             self._engine = (key, FaithfulCoDLite(self.model, self.device) if plan.faithful else FastCoDLite(self.model, plan, self.device, self.compile))
         return self._engine[1]
 

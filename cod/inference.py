@@ -37,7 +37,7 @@ from torch import nn
 
 from cod.errors import CodError
 from cod.models.lite import CoDLite
-from cod.nn.conv_blocks import AttnBlock, ResnetBlock
+from cod.nn.conv_blocks import AttnBlock, Downsample, ResnetBlock
 from cod.zoo import PRECISIONS
 
 # rows of the token matrix per chunk in the DiCo MLP and the per-pixel head (CPU; 8x on a
@@ -61,31 +61,51 @@ class PrecisionPlan:
 
     requested: str
     faithful: bool
-    encoder_dtype: torch.dtype
+    encoder_dtype: torch.dtype  # the encoder's convolutions and attention products
     decoder_dtype: torch.dtype
     reason: str
+    #: the encoder's input layer, GroupNorms and residual stream (``None``: encoder_dtype).
+    #: float32 with bf16 products is the "mixed" encoder (ENCODER_PRECISIONS)
+    encoder_stream_dtype: torch.dtype | None = None
+
+    @property
+    def encoder_stream(self) -> torch.dtype:
+        return self.encoder_stream_dtype or self.encoder_dtype
+
+    @property
+    def encoder_mixed(self) -> bool:
+        return self.encoder_stream != self.encoder_dtype
 
     def describe(self) -> str:
         if self.faithful:
             return "fp32 (faithful)"
         name = {torch.float32: "fp32", torch.bfloat16: "bf16"}
-        return f"fast: encoder {name[self.encoder_dtype]}, decoder {name[self.decoder_dtype]} ({self.reason})"
+        enc = "mixed (bf16 products, fp32 input layer and stream)" if self.encoder_mixed else name[self.encoder_dtype]
+        return f"fast: encoder {enc}, decoder {name[self.decoder_dtype]} ({self.reason})"
+
+
+#: encoder precisions (resolve_precision's ``encoder``): ``mixed`` runs the convolutions and
+#: attention products in bf16 but keeps the input layer, the GroupNorms and the residual
+#: stream in float32. Rounding the image itself to bf16 moved most of the indices a bf16
+#: encoder changes (docs/speed.md): the shipped models keep >= 99 % of their fp32 indices.
+ENCODER_PRECISIONS: tuple[str, ...] = ("fp32", "mixed", "bf16")
 
 
 def resolve_precision(precision: str, device: torch.device | str = "cpu", encoder: str | None = None) -> PrecisionPlan:
     """The precision rule, decided at run time.
 
     ``fp32``: the faithful modules. ``bf16``: the fast form in bfloat16 everywhere (slow on CPUs
-    without native bf16, but allowed). ``fast``: bfloat16 on CUDA and on CPUs with native bf16,
-    float32 elsewhere; the encoder in float32 on every device, since its output is quantised
-    and a bf16 encoder moves near-tied indices (``encoder="bf16"`` or ``"fp32"`` overrides:
-    docs/speed.md gives what bf16 costs in same-index agreement).
+    without native bf16, but allowed). ``fast``: the decoder in bfloat16 on CUDA and on CPUs
+    with native bf16, float32 elsewhere; the encoder, whose output is quantised, ``mixed``
+    (ENCODER_PRECISIONS) on CPUs with native bf16 and float32 elsewhere (on CUDA: not yet
+    measured there). ``encoder=`` one of ENCODER_PRECISIONS overrides; docs/speed.md gives
+    what each costs in same-index agreement.
     """
     dev = torch.device(device)
     if precision not in PRECISIONS:
         raise CodError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
-    if encoder not in (None, "fp32", "bf16"):
-        raise CodError(f"unknown encoder precision {encoder!r} (fp32 or bf16)")
+    if encoder not in (None, *ENCODER_PRECISIONS):
+        raise CodError(f"unknown encoder precision {encoder!r} (choose from {', '.join(ENCODER_PRECISIONS)})")
     if precision == "fp32":
         return PrecisionPlan("fp32", True, torch.float32, torch.float32, "faithful")
     if precision == "bf16":
@@ -96,11 +116,10 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu", encode
         dec, reason = torch.bfloat16, "CPU with native bf16"
     else:
         dec, reason = torch.float32, "CPU without native bf16"
-    if encoder is not None:
-        enc = torch.bfloat16 if encoder == "bf16" else torch.float32
-    else:
-        enc = dec if precision == "bf16" else torch.float32
-    return PrecisionPlan(precision, False, enc, dec, reason)
+    if encoder is None:
+        encoder = "bf16" if precision == "bf16" else "mixed" if dev.type == "cpu" and dec == torch.bfloat16 else "fp32"
+    enc = torch.float32 if encoder == "fp32" else torch.bfloat16
+    return PrecisionPlan(precision, False, enc, dec, reason, torch.float32 if encoder == "mixed" else None)
 
 
 def exact_fp32(device: torch.device) -> contextlib.AbstractContextManager:
@@ -198,6 +217,7 @@ class FastCoDLite:
         self.device = torch.device(device)
         self.plan = plan
         self.enc_dtype, self.dtype = plan.encoder_dtype, plan.decoder_dtype
+        self.enc_stream_dtype = plan.encoder_stream  # the widest of the encoder's activations
         self.patch_size = model.patch_size
         self.hidden = model.hidden_size
         self.has_refine = model.output_refine is not None
@@ -266,7 +286,11 @@ class FastCoDLite:
         """The encoder's module (its GroupNorms are shared across tiles: cod.tiling)."""
         if self._encoder is None:
             with torch.no_grad():
-                self._encoder_plain = _cl_module(self.model.condition.encoder, self.enc_dtype, self.device)
+                enc = self.model.condition.encoder
+                if self.plan.encoder_mixed:
+                    self._encoder_plain = _mixed_encoder(enc, self.enc_dtype, self.enc_stream_dtype, self.device)
+                else:
+                    self._encoder_plain = _cl_module(enc, self.enc_dtype, self.device)
                 self._encoder = self._compiled(self._encoder_plain)
         return self._encoder_plain
 
@@ -275,7 +299,7 @@ class FastCoDLite:
         """Image in [0, 1], (1, 3, H, W) float32 -> encoder output z, float32 (1, C, h, w)."""
         plain = self.encoder_module  # built on first use
         with exact_fp32(self.device):
-            z = (plain if tile else self._encoder)(_cl(x01.to(self.device, self.enc_dtype)))
+            z = (plain if tile else self._encoder)(_cl(x01.to(self.device, self.enc_stream_dtype)))
         return self._fresh(z.float().contiguous())
 
     @torch.inference_mode()
@@ -358,7 +382,7 @@ class FaithfulCoDLite:
     ``CoDLite.decode_one_step`` computes (the conformance vectors)."""
 
     dtype = torch.float32
-    enc_dtype = torch.float32
+    enc_dtype = enc_stream_dtype = torch.float32
 
     def __init__(self, model: CoDLite, device: torch.device | str = "cpu"):
         self.model = model
@@ -422,9 +446,14 @@ class _FastResnet(nn.Module):
         self.norm1, self.conv1, self.norm2, self.conv2, self.nin_shortcut = blk.norm1, blk.conv1, blk.norm2, blk.conv2, blk.nin_shortcut
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x), inplace=True))
+        # the casts are no-ops unless the block is mixed (_mixed_encoder: norm1 and the residual
+        # stream x in float32, the convolutions and norm2 in bf16)
+        dt = self.conv1.weight.dtype
+        h = self.conv1(F.silu(self.norm1(x), inplace=True).to(dt))
         h = self.conv2(F.silu(self.norm2(h), inplace=True))
-        return h.add_(x if self.nin_shortcut is None else self.nin_shortcut(x))
+        if self.nin_shortcut is not None:
+            x = self.nin_shortcut(x.to(dt)).to(x.dtype)
+        return h.add_(x) if h.dtype == x.dtype else torch.add(x, h)
 
 
 class _FastAttn(nn.Module):
@@ -443,7 +472,7 @@ class _FastAttn(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        qkv = F.linear(self.norm(x).permute(0, 2, 3, 1), self.qkv_w, self.qkv_b)  # (b, h, w, 3c)
+        qkv = F.linear(self.norm(x).to(self.qkv_w.dtype).permute(0, 2, 3, 1), self.qkv_w, self.qkv_b)  # (b, h, w, 3c)
         win = self.window
         if win is None or (h <= win and w <= win):
             q, k, v = qkv.reshape(b, 1, h * w, 3 * c).split(c, dim=-1)
@@ -457,8 +486,19 @@ class _FastAttn(nn.Module):
             q, k, v = t.split(c, dim=-1)
             out = F.scaled_dot_product_attention(q, k, v).view(b, nh, nw, win, win, c).transpose(2, 3).reshape(b, nh * win, nw * win, c)
             out = out[:, :h, :w]
-        y = F.linear(out, self.proj_w, self.proj_b).add_(x.permute(0, 2, 3, 1))
+        y = F.linear(out, self.proj_w, self.proj_b).to(x.dtype).add_(x.permute(0, 2, 3, 1))
         return y.permute(0, 3, 1, 2)
+
+
+class _ComputeIn(nn.Module):
+    """``module`` run in ``dtype`` on an input of another dtype, its output cast back."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.module, self.dtype = module, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x.to(self.dtype)).to(x.dtype)
 
 
 def _fast_modules(module: nn.Module) -> nn.Module:
@@ -479,6 +519,25 @@ def _cl_module(module: nn.Module, dtype: torch.dtype, device: torch.device) -> n
     return m.to(device=device, dtype=dtype, memory_format=torch.channels_last).eval().requires_grad_(False)
 
 
+def _mixed_encoder(encoder: nn.Module, dtype: torch.dtype, stream: torch.dtype, device: torch.device) -> nn.Module:
+    """The encoder's fast form with its products in ``dtype`` and, in ``stream``, the input
+    layer (conv_in sees the exact image), every GroupNorm before a product, the residual
+    stream and the output layers (ENCODER_PRECISIONS "mixed")."""
+    m = _cl_module(encoder, stream, device)
+    cl = torch.channels_last
+    for mod in m.modules():
+        if isinstance(mod, _FastResnet):
+            for name in ("conv1", "conv2", "norm2", "nin_shortcut"):
+                if getattr(mod, name) is not None:
+                    setattr(mod, name, getattr(mod, name).to(dtype=dtype, memory_format=cl))
+        elif isinstance(mod, _FastAttn):
+            mod.to(dtype)
+            mod.norm.to(stream)
+        elif isinstance(mod, Downsample):
+            mod.conv = _ComputeIn(mod.conv.to(dtype=dtype, memory_format=cl), dtype)
+    return m
+
+
 def nearest_indices(z: torch.Tensor, codebook: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
     """argmin_k |z|^2 + |e_k|^2 - 2 z.e_k in float32 (first minimum), (1, h*w), row chunks:
     the distance matrix of an 8K image at ds 4 would be 2 GB (VectorQuantizer.indices)."""
@@ -493,4 +552,4 @@ def nearest_indices(z: torch.Tensor, codebook: torch.Tensor, chunk: int = 65536)
     return out.view(b, h * w)
 
 
-__all__ = ["PRECISIONS", "PrecisionPlan", "resolve_precision", "cpu_native_bf16", "FastCoDLite", "FaithfulCoDLite", "nearest_indices", "TOKEN_CHUNK"]
+__all__ = ["PRECISIONS", "ENCODER_PRECISIONS", "PrecisionPlan", "resolve_precision", "cpu_native_bf16", "FastCoDLite", "FaithfulCoDLite", "nearest_indices", "TOKEN_CHUNK"]

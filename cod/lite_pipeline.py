@@ -52,7 +52,7 @@ def _dtype_bytes(dtype: torch.dtype) -> int:
 
 
 def encoder_bytes_per_pixel(engine) -> float:
-    return ENCODER_BYTES_PER_PIXEL_CHANNEL * engine.encoder_channels * _dtype_bytes(engine.enc_dtype)
+    return ENCODER_BYTES_PER_PIXEL_CHANNEL * engine.encoder_channels * _dtype_bytes(engine.enc_stream_dtype)
 
 
 def condition_bytes_per_index(engine) -> float:

@@ -127,3 +127,15 @@ def test_import_cod_bounds_the_onednn_caches_unless_set():
     assert out == ["64", "64"]
     out = subprocess.run([sys.executable, "-c", code], env={**env, "LRU_CACHE_CAPACITY": "7"}, capture_output=True, text=True, check=True).stdout.split()
     assert out == ["64", "7"]
+
+
+def test_import_cod_stops_openmp_spinning_unless_the_user_chose():
+    """OpenMP threads spinning after an ATen operator kept the cores from the thread-independent
+    decode's workers (docs/speed.md): `import cod` sets GOMP_SPINCOUNT=0, unless the user set it
+    or OMP_WAIT_POLICY."""
+    code = "import os, cod; print(os.environ.get('GOMP_SPINCOUNT', '-'))"
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    run = lambda extra: subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True, check=True).stdout.strip()  # noqa: E731
+    assert run({}) == "0"
+    assert run({"GOMP_SPINCOUNT": "5000"}) == "5000"
+    assert run({"OMP_WAIT_POLICY": "ACTIVE"}) == "-"

@@ -25,14 +25,18 @@ def test_precision_rule(monkeypatch):
     bf = resolve_precision("bf16")
     assert not bf.faithful and bf.encoder_dtype == bf.decoder_dtype == torch.bfloat16
     monkeypatch.setattr(inference, "cpu_native_bf16", lambda: True)
-    p = resolve_precision("fast", "cpu")
-    assert (p.encoder_dtype, p.decoder_dtype) == (torch.float32, torch.bfloat16) and "native" in p.reason
+    p = resolve_precision("fast", "cpu")  # native bf16: the mixed encoder
+    assert (p.encoder_dtype, p.encoder_stream, p.decoder_dtype) == (torch.bfloat16, torch.float32, torch.bfloat16) and "native" in p.reason
+    assert p.encoder_mixed and "mixed" in p.describe()
     monkeypatch.setattr(inference, "cpu_native_bf16", lambda: False)
     p = resolve_precision("fast", "cpu")
-    assert (p.encoder_dtype, p.decoder_dtype) == (torch.float32, torch.float32)
+    assert (p.encoder_dtype, p.encoder_stream, p.decoder_dtype) == (torch.float32, torch.float32, torch.float32) and not p.encoder_mixed
     p = resolve_precision("fast", "cuda")  # the rule only: no GPU needed to decide
-    assert (p.encoder_dtype, p.decoder_dtype) == (torch.float32, torch.bfloat16)
-    assert resolve_precision("fast", "cpu", encoder="bf16").encoder_dtype == torch.bfloat16
+    assert (p.encoder_dtype, p.encoder_stream, p.decoder_dtype) == (torch.float32, torch.float32, torch.bfloat16)
+    p = resolve_precision("fast", "cpu", encoder="bf16")
+    assert p.encoder_dtype == p.encoder_stream == torch.bfloat16 and not p.encoder_mixed
+    assert resolve_precision("fast", "cpu", encoder="mixed").encoder_mixed
+    assert resolve_precision("bf16", "cpu").encoder_stream == torch.bfloat16
     with pytest.raises(CodError, match="unknown precision"):
         resolve_precision("fp8")
     with pytest.raises(CodError):
@@ -56,15 +60,22 @@ def _photo(h: int, w: int) -> np.ndarray:
     return np.asarray(Image.open(SAMPLE).convert("RGB").resize((w, h), Image.Resampling.BICUBIC))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fast_form_matches_the_faithful_modules(refine_model, dtype):
+@pytest.mark.parametrize("dtype,stream", [(torch.float32, None), (torch.bfloat16, None), (torch.bfloat16, torch.float32)], ids=["fp32", "bf16", "mixed"])
+def test_fast_form_matches_the_faithful_modules(refine_model, dtype, stream):
     m = refine_model.model
     img = _photo(96, 160)  # index grid 6 x 10: windows of 4 with replicate padding
     x = image_to_tensor(img)
-    ref, fast = FaithfulCoDLite(m), FastCoDLite(m, PrecisionPlan("t", False, dtype, dtype, "test"))
+    ref, fast = FaithfulCoDLite(m), FastCoDLite(m, PrecisionPlan("t", False, dtype, dtype, "test", stream))
     z0, z1 = ref.encode_z(x), fast.encode_z(x)
     rel = ((z1 - z0).norm() / z0.norm()).item()
     assert rel < (1e-4 if dtype == torch.float32 else 3e-2), rel
+    if stream is not None:  # mixed: the input layer and the output layers in float32, products in bf16
+        enc = fast.encoder_module
+        assert enc.conv_in.weight.dtype == enc.conv_out.weight.dtype == enc.norm_out.weight.dtype == torch.float32
+        assert {p.dtype for n, p in enc.named_parameters() if ".conv" in n or "_w" in n} == {torch.bfloat16}  # blocks' products
+        assert {p.dtype for n, p in enc.named_parameters() if "norm1" in n or ".norm." in n} == {torch.float32}  # before a product
+        bf = FastCoDLite(m, PrecisionPlan("t", False, dtype, dtype, "test")).encode_z(x)
+        assert rel < ((bf - z0).norm() / z0.norm()).item()  # closer to fp32 than the all-bf16 encoder
     idx = ref.indices(z0)
     if dtype == torch.float32:
         assert (fast.indices(z1) == idx).float().mean() >= 0.99

@@ -57,12 +57,17 @@ def test_pixel_bands_are_exact(small, monkeypatch):
     assert np.array_equal(banded, whole)
 
 
-def test_tiled_encode_stays_close(small):
+@pytest.mark.parametrize("native_bf16", [False, True], ids=["fp32-encoder", "mixed-encoder"])
+def test_tiled_encode_stays_close(small, native_bf16, monkeypatch):
     """Encoding in overlapping window-aligned strips (blended encoder outputs, each strip with
-    its own GroupNorm statistics) keeps most indices and the reconstruction quality."""
+    its own GroupNorm statistics) keeps most indices and the reconstruction quality, with the
+    fast path's float32 encoder and with its mixed one (CPUs with native bf16)."""
+    from cod import inference
     from cod.lite_pipeline import encoder_bytes_per_pixel
 
+    monkeypatch.setattr(inference, "cpu_native_bf16", lambda: native_bf16)
     small.precision = "fast"
+    assert small.engine.plan.encoder_mixed == native_bf16
     img = _photo(256, 1536)  # 16 x 96 units of 16 pixels: two strips 64 wide (two attention windows)
     whole = small.compress(img)
     rec_whole = np.asarray(small.decompress(whole))
