@@ -217,7 +217,7 @@ class FastCoDLite:
         self.device = torch.device(device)
         self.plan = plan
         self.enc_dtype, self.dtype = plan.encoder_dtype, plan.decoder_dtype
-        self.enc_stream_dtype = plan.encoder_stream  # the widest of the encoder's activations
+        self.enc_stream_dtype = plan.encoder_stream  # the encoder's input and residual stream
         self.patch_size = model.patch_size
         self.hidden = model.hidden_size
         self.has_refine = model.output_refine is not None
@@ -444,6 +444,7 @@ class _FastResnet(nn.Module):
     def __init__(self, blk: ResnetBlock):
         super().__init__()
         self.norm1, self.conv1, self.norm2, self.conv2, self.nin_shortcut = blk.norm1, blk.conv1, blk.norm2, blk.conv2, blk.nin_shortcut
+        self.consumes_input = False  # may the block overwrite its input (_mixed_encoder's chain)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # the casts are no-ops unless the block is mixed (_mixed_encoder: norm1 and the residual
@@ -453,7 +454,11 @@ class _FastResnet(nn.Module):
         h = self.conv2(F.silu(self.norm2(h), inplace=True))
         if self.nin_shortcut is not None:
             x = self.nin_shortcut(x.to(dt)).to(x.dtype)
-        return h.add_(x) if h.dtype == x.dtype else torch.add(x, h)
+        if h.dtype == x.dtype:
+            return h.add_(x)
+        # mixed: the float32 stream takes the bf16 branch in place where the block owns it (a
+        # shortcut's output, or an input it may consume): no third map at the memory peak
+        return x.add_(h) if self.nin_shortcut is not None or self.consumes_input else torch.add(x, h)
 
 
 class _FastAttn(nn.Module):
@@ -530,6 +535,7 @@ def _mixed_encoder(encoder: nn.Module, dtype: torch.dtype, stream: torch.dtype, 
             for name in ("conv1", "conv2", "norm2", "nin_shortcut"):
                 if getattr(mod, name) is not None:
                     setattr(mod, name, getattr(mod, name).to(dtype=dtype, memory_format=cl))
+            mod.consumes_input = True  # each block's input is the previous layer's fresh output
         elif isinstance(mod, _FastAttn):
             mod.to(dtype)
             mod.norm.to(stream)
