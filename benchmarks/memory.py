@@ -35,9 +35,8 @@ from cod.zoo import RATES  # noqa: E402
 
 def child(args: argparse.Namespace) -> int:
     """One measured call: compress (image -> file) or decompress (file -> image)."""
+    import cod  # before torch: its environment defaults (cod/__init__.py)
     import torch
-
-    import cod
     from cod.eval.speed import synthetic_image
     from cod.lite_pipeline import condition_plan, encode_plan
 
@@ -87,10 +86,13 @@ def main() -> int:
     ap.add_argument("--limit", default="4G", help="the peak RSS to stay within (default 4G)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--decode-only", action="store_true", help="skip compress (slow at 8K on a small CPU): decode a valid file of all-zero indices claiming the size")
+    ap.add_argument("--compress-only", action="store_true", help="skip decompress (decode peaks are measured faster with --decode-only)")
     ap.add_argument("--zero-indices", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child", choices=("compress", "decompress"), help=argparse.SUPPRESS)
     ap.add_argument("--file", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.decode_only and args.compress_only:
+        ap.error("--decode-only and --compress-only exclude each other")
     if args.child:
         return child(args)
     limit = parse_memory(args.limit, "--limit")
@@ -104,14 +106,15 @@ def main() -> int:
             for size in args.sizes.split(","):
                 f = str(Path(tmp) / "x.cod")
                 enc = {"skipped": True} if args.decode_only else measure("compress", model, size, f, args)
-                dec = measure("decompress", model, size, f, args) if "error" not in enc else {"error": "no file"}
+                dec = {"skipped": True} if args.compress_only else measure("decompress", model, size, f, args) if "error" not in enc else {"error": "no file"}
                 cells = []
                 for r in (enc, dec):
                     cells.append(f"{'not run':>27}" if "skipped" in r else f"{'error: ' + r['error']:>27}" if "error" in r else f"{r['peak_bytes'] / 2**30:>12.2f} {r['seconds']:>6.0f} {r['tiles']:>6}")
                 within = all("error" not in r and r.get("peak_bytes", 0) <= limit for r in (enc, dec))
                 ok &= within
                 print(f"{model:<16} {size:>10} | {cells[0]} | {cells[1]:>29} | {'yes' if within else 'NO'}", flush=True)
-        print(f"precision {dec.get('precision', args.precision)}; activation budget {dec.get('budget', 0) / 2**20:.0f} MiB")
+        last = enc if args.compress_only else dec
+        print(f"precision {last.get('precision', args.precision)}; activation budget {last.get('budget', 0) / 2**20:.0f} MiB")
     return 0 if ok else 1
 
 
