@@ -23,7 +23,7 @@ def add_precision_args(p: argparse.ArgumentParser) -> None:
     (add_limit_args), from which CoD-Lite also sizes its tiles."""
     from cod.zoo import PRECISIONS
 
-    p.add_argument("--precision", default=None, choices=PRECISIONS, help="CoD-Lite compute: fast (default: the decoder in bf16 where the hardware has it, fp32 elsewhere; the encoder fp32), bf16, or fp32 (the faithful path of the conformance tests); CoD models run fp32")
+    p.add_argument("--precision", default=None, choices=PRECISIONS, help="CoD-Lite compute: fast (default: bf16 where the hardware has it, fp32 elsewhere; the encoder keeps its input layer and residual stream in fp32), bf16 (all of it), or fp32 (the faithful path of the conformance tests); CoD models run fp32")
 
 
 def add_unsafe_pickle_arg(p: argparse.ArgumentParser) -> None:
