@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 from dataclasses import dataclass
 
 import torch
@@ -48,8 +49,16 @@ TOKEN_CHUNK = 4096
 PIXEL_TOKEN_CHUNK = 512
 
 
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) below which bf16 products are emulated
+_ISAS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
 def cpu_native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX tiles)."""
+    """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX tiles), and oneDNN is
+    allowed to use it (``ONEDNN_MAX_CPU_ISA`` / ``DNNL_MAX_CPU_ISA`` not capped below that)."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    if cap in _ISAS_WITHOUT_BF16:
+        return False
     checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
     return any(bool(f()) for f in checks if f is not None)
 

@@ -20,6 +20,18 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
+def test_native_bf16_respects_a_onednn_isa_cap(monkeypatch):
+    """A oneDNN capped below AVX-512 BF16 would emulate bf16 (slower than fp32): fast then
+    chooses fp32, as on an AVX2 CPU."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    assert not inference.cpu_native_bf16()
+    assert resolve_precision("fast", "cpu").decoder_dtype == torch.float32
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert inference.cpu_native_bf16()
+
+
 def test_precision_rule(monkeypatch):
     assert resolve_precision("fp32").faithful
     bf = resolve_precision("bf16")
