@@ -27,9 +27,17 @@ def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
 
     rng = np.random.default_rng(seed)
     coarse = rng.integers(0, 256, size=(max(2, height // 64), max(2, width // 64), 3), dtype=np.uint8)
-    smooth = np.asarray(Image.fromarray(coarse, "RGB").resize((width, height), Image.Resampling.BICUBIC), dtype=np.float64)
-    texture = rng.normal(0.0, 12.0, size=(height, width, 3))
-    return np.clip(smooth + texture, 0, 255).astype(np.uint8)
+    smooth = np.asarray(Image.fromarray(coarse, "RGB").resize((width, height), Image.Resampling.BICUBIC))
+    # in bands of rows: float64 copies of a whole 8K image took ~3 GB, more than the codec
+    # (benchmarks/memory.py measures the peak of the whole process); the generator draws the
+    # same numbers band by band as in one call
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    for r in range(0, height, 256):
+        band = smooth[r : r + 256].astype(np.float64)
+        band += rng.normal(0.0, 12.0, size=band.shape)
+        np.clip(band, 0, 255, out=band)
+        out[r : r + 256] = band
+    return out
 
 
 def cpu_model() -> str:
