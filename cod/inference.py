@@ -226,7 +226,6 @@ class FastCoDLite:
         self.device = torch.device(device)
         self.plan = plan
         self.enc_dtype, self.dtype = plan.encoder_dtype, plan.decoder_dtype
-        self.enc_stream_dtype = plan.encoder_stream  # the encoder's input and residual stream
         self.patch_size = model.patch_size
         self.hidden = model.hidden_size
         self.has_refine = model.output_refine is not None
@@ -297,7 +296,7 @@ class FastCoDLite:
             with torch.no_grad():
                 enc = self.model.condition.encoder
                 if self.plan.encoder_mixed:
-                    self._encoder_plain = _mixed_encoder(enc, self.enc_dtype, self.enc_stream_dtype, self.device)
+                    self._encoder_plain = _mixed_encoder(enc, self.enc_dtype, self.plan.encoder_stream, self.device)
                 else:
                     self._encoder_plain = _cl_module(enc, self.enc_dtype, self.device)
                 self._encoder = self._compiled(self._encoder_plain)
@@ -308,7 +307,7 @@ class FastCoDLite:
         """Image in [0, 1], (1, 3, H, W) float32 -> encoder output z, float32 (1, C, h, w)."""
         plain = self.encoder_module  # built on first use
         with exact_fp32(self.device):
-            z = (plain if tile else self._encoder)(_cl(x01.to(self.device, self.enc_stream_dtype)))
+            z = (plain if tile else self._encoder)(_cl(x01.to(self.device, self.plan.encoder_stream)))
         return self._fresh(z.float().contiguous())
 
     @torch.inference_mode()
@@ -391,7 +390,7 @@ class FaithfulCoDLite:
     ``CoDLite.decode_one_step`` computes (the conformance vectors)."""
 
     dtype = torch.float32
-    enc_dtype = enc_stream_dtype = torch.float32
+    enc_dtype = torch.float32
 
     def __init__(self, model: CoDLite, device: torch.device | str = "cpu"):
         self.model = model
