@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -23,16 +22,7 @@ import torch
 
 from cod.eval.bench import load_images
 from cod.eval.metrics import MetricSuite
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from cod.eval.speed import cpu_model
 
 
 def evaluate(weights: str, images, suite: MetricSuite) -> dict:
@@ -71,7 +61,7 @@ def main() -> None:
     images = load_images(args.kodak, limit=args.limit, crop=args.crop)
     metrics = ["psnr-rgb", "ms-ssim-rgb", "delta-e"] + (["fid"] if args.fid else [])
     suite = MetricSuite(metrics, fid_patch=64 if args.fid else None)
-    print(f"# Kodak-{args.crop} ({len(images)} images); CPU: {cpu_name()}, {torch.get_num_threads()} threads")
+    print(f"# Kodak-{args.crop} ({len(images)} images); CPU: {cpu_model()}, {torch.get_num_threads()} threads")
     print("| weights | bpp | PSNR | MS-SSIM | ΔE2000 | patch-FID | bits/index (entropy) | codes used |")
     print("|---|---|---|---|---|---|---|---|")
     rows = []
@@ -81,7 +71,7 @@ def main() -> None:
         fid = f"{r['fid']:.1f}" if r.get("fid") is not None else "–"
         print(f"| {w} | {r['bpp']:.4f} | {r['psnr-rgb']:.2f} | {r['ms-ssim-rgb']:.4f} | {r['delta-e']:.2f} | {fid} | {r['entropy_bits']:.2f} | {r['codes_used']}/{r['codebook']} |", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "images": len(images), "crop": args.crop, "rows": rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"cpu": cpu_model(), "images": len(images), "crop": args.crop, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
