@@ -77,14 +77,14 @@ def test_default_model_reconstructs_a_photo():
     assert 8 * len(data) / (img.shape[0] * img.shape[1]) < 0.032  # entropy-coded: below the nominal 0.03125
 
 
-@pytest.mark.parametrize("version", ["v1", "v2"])
-def test_files_of_the_retired_models_are_named(version):
-    """A .cod file of an earlier default model (v1: cod 0.1; v2: the 0.0312 model before its
-    longer GAN phase) meets no installed model: the error names the retired model and where
-    its weights are."""
+@pytest.mark.parametrize("model, version", [("0.0312", "v1"), ("0.0312", "v2"), ("0.125", "v2")])
+def test_files_of_the_retired_models_are_named(model, version):
+    """A .cod file of an earlier shipped model (v1: cod 0.1; 0.0312 v2: before its longer GAN
+    phase; 0.125 v2: before its longer GAN phase) meets no installed model: the error names the
+    retired model and where its weights are."""
     from cod.errors import ModelMismatchError
     from cod.families import installed_codec_for
 
-    data = (SAMPLES / f"retired.codlite-small-0.0312-{version}.cod").read_bytes()
-    with pytest.raises(ModelMismatchError, match=f"retired model codlite-small-0.0312 {version}.*git show"):
+    data = (SAMPLES / f"retired.codlite-small-{model}-{version}.cod").read_bytes()
+    with pytest.raises(ModelMismatchError, match=f"retired model codlite-small-{model} {version}.*git show"):
         installed_codec_for(data)

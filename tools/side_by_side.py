@@ -1,7 +1,8 @@
 """The model card's side-by-side picture: Kodak crops coded by our model, by JPEG 2000 and by
 downscaled AVIF at the same number of bytes (or fewer), next to the original.
 
-    python tools/side_by_side.py [--model codlite-small-0.0312 | --weights W] [--images kodim04.png,kodim14.png,kodim23.png] -o docs/images/side-by-side.png
+    python tools/side_by_side.py --model codlite-small-0.0312 -o docs/images/side-by-side-0.0312.jpg
+    python tools/side_by_side.py --model codlite-small-0.125 --baselines jpeg2000,avif,avif-down2 -o docs/images/side-by-side-0.125.jpg
 
 Each image is the 512x512 centre crop that the Kodak-512 evaluation codes; the picture shows its
 central ``--view`` pixels at 1:1 (no resampling, so a block grid or a colour cast shows as it
@@ -31,7 +32,7 @@ def main() -> None:
     ap.add_argument("--images", default="kodim04.png,kodim14.png,kodim23.png")
     ap.add_argument("--baselines", default="jpeg2000,avif-down2,avif-down4")
     ap.add_argument("--view", type=int, default=256, help="side of the 1:1 view cut from each 512 crop")
-    ap.add_argument("-o", "--output", default="docs/images/side-by-side.png")
+    ap.add_argument("-o", "--output", default="docs/images/side-by-side-0.0312.jpg")
     args = ap.parse_args()
 
     codec = cod.load(args.model, weights=args.weights)
@@ -59,7 +60,7 @@ def main() -> None:
             sheet.paste(Image.fromarray(np.ascontiguousarray(arr[y0 : y0 + v, y0 : y0 + v])), (c * v, r * (v + band) + band))
             draw.text((c * v + 3, r * (v + band) + 2), label, fill="black")
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(args.output)
+    sheet.save(args.output, quality=90, subsampling=0)  # JPEG: 4:4:4, so the colours shown are the codecs' own
     print(f"wrote {args.output}")
 
 
