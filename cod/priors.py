@@ -4,7 +4,8 @@ The model encodes every training image (at its own size, sides capped at ``max_s
 antialiased downscale), :func:`cod.entropy.fit_prior` fits the static and context tables on
 the index grids, and the output file is the input's network and config plus the prior's
 tensors (``entropy_prior.*``). Any family works, official checkpoints too (converted on the way).
-Evaluation sets are refused, as for training (a folder named ``kodak``).
+Evaluation sets are refused, as for training (a folder named ``kodak``), and Kodak's own file
+names (``kodim*``) wherever they are.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def training_images(sources: Sequence[str | Path]) -> list[Path]:
             raise CodError(f"{p}: no such file or folder")
         files += list_images([p])
     for f in files:
-        if any(part.lower() in EXCLUDED for part in f.resolve().parts):
+        if any(part.lower() in EXCLUDED for part in f.resolve().parts) or f.name.lower().startswith("kodim"):
             raise UsageError(f"{f}: refusing to fit a prior on an evaluation set ({', '.join(EXCLUDED)})")
     if not files:
         raise CodError(f"no images found in {', '.join(map(str, sources))}")

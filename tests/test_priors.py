@@ -130,6 +130,11 @@ def test_cli_fit_prior_compress_info(tiny_weights, tmp_path, capsys):
     Image.fromarray(smooth_image(64, 64)).save(kodak / "k.png")
     assert main(["fit-prior", str(kodak), "--weights", str(tiny_weights["0.0312"]), "-o", str(tmp_path / "k.safetensors")]) == 2
     assert "evaluation set" in capsys.readouterr().err
+    elsewhere = tmp_path / "photos"
+    elsewhere.mkdir()
+    Image.fromarray(smooth_image(64, 64)).save(elsewhere / "kodim05.png")  # a Kodak file outside a kodak folder
+    assert main(["fit-prior", str(elsewhere), "--weights", str(tiny_weights["0.0312"]), "-o", str(tmp_path / "k.safetensors")]) == 2
+    assert "evaluation set" in capsys.readouterr().err
 
 
 def test_fit_prior_on_a_cod_model(tmp_path):

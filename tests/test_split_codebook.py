@@ -73,3 +73,8 @@ def test_command_writes_a_wider_model(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", argv[:3] + ["--bits", "4"] + argv[5:])
     with pytest.raises(SystemExit, match="--bits must be above"):
         split_codebook.main()
+    (data / "Kodak").mkdir()
+    Image.fromarray(rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)).save(data / "Kodak" / "k.png")
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit, match="evaluation set"):  # the training-data rule of `cod fit-prior`
+        split_codebook.main()

@@ -25,11 +25,10 @@ import torch
 
 from cod.checkpoint import read_weights, save_weights
 from cod.entropy import split_prior
-from cod.image_io import read_image
+from cod.errors import CodError
 from cod.families import build_network
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
+from cod.image_io import read_image
+from cod.priors import training_images
 
 def encoder_outputs(net, files: list[Path], crop: int, per_image: int, seed: int) -> torch.Tensor:
     """Encoder outputs (N, C) on ``per_image`` random crops of each photo (smaller photos whole)."""
@@ -103,11 +102,10 @@ def main() -> None:
     old_bits = int(config["codebook_bits"])
     if not old_bits < args.bits <= 16:
         raise SystemExit(f"error: --bits must be above the model's {old_bits} and at most 16")
-    files = sorted(p for p in Path(args.data).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise SystemExit(f"error: no images under {args.data}")
-    if any("kodak" in p.parts or p.name.startswith("kodim") for p in files):
-        raise SystemExit("error: Kodak is evaluation data; do not fit a codebook on it")
+    try:
+        files = training_images([args.data])  # as `cod fit-prior`: evaluation sets are refused
+    except CodError as e:
+        raise SystemExit(f"error: {e}") from None
     torch.manual_seed(args.seed)
     net = build_network(config)
     net.load_state_dict({k: v.float() for k, v in state.items()})
