@@ -25,11 +25,12 @@ from cod.eval.metrics import MetricSuite
 from cod.eval.speed import cpu_model
 
 
-def evaluate(weights: str, images, suite: MetricSuite) -> dict:
+def evaluate(weights: str, images, suite: MetricSuite, chroma_block: int | None = None) -> dict:
     import cod
-    from cod import bitstream as bs
 
     codec = cod.load(weights=weights)
+    if chroma_block is not None:  # evaluate as if the weights' config said so (cod.chroma)
+        codec.config["chroma_block"] = chroma_block
     suite.reset()
     sizes, counts, n_idx = [], None, 0
     t0 = time.time()
@@ -45,7 +46,7 @@ def evaluate(weights: str, images, suite: MetricSuite) -> dict:
     p = counts[counts > 0] / counts.sum()
     s = suite.summary()
     row = {"weights": weights, "bpp": float(np.mean(sizes)), **s["metrics"], "entropy_bits": float(-(p * np.log2(p)).sum()),
-           "codes_used": int((counts > 0).sum()), "codebook": int(counts.size), "seconds": time.time() - t0}
+           "codes_used": int((counts > 0).sum()), "codebook": int(counts.size), "chroma_block": codec.chroma_block, "seconds": time.time() - t0}
     return row
 
 
@@ -57,6 +58,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--fid", action="store_true", help="also patch-FID (slow on CPU: ~10 min for 24 images)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--chroma-block", type=int, default=None, help="chroma side information block (cod.chroma; 0: none); default: the weights' config")
     args = ap.parse_args()
     images = load_images(args.kodak, limit=args.limit, crop=args.crop)
     metrics = ["psnr-rgb", "ms-ssim-rgb", "delta-e"] + (["fid"] if args.fid else [])
@@ -66,7 +68,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     rows = []
     for w in args.weights:
-        r = evaluate(w, images, suite)
+        r = evaluate(w, images, suite, args.chroma_block)
         rows.append(r)
         fid = f"{r['fid']:.1f}" if r.get("fid") is not None else "–"
         print(f"| {w} | {r['bpp']:.4f} | {r['psnr-rgb']:.2f} | {r['ms-ssim-rgb']:.4f} | {r['delta-e']:.2f} | {fid} | {r['entropy_bits']:.2f} | {r['codes_used']}/{r['codebook']} |", flush=True)

@@ -26,6 +26,9 @@ allowed (fixed-length indices, prior tag 0) and a 4-byte index length before the
 length; its payload is the indices (that many bytes) followed by the DiffC payload. One
 CRC-32 covers everything.
 
+Version 4 (chroma side information, cod.chroma; CoD-Lite models) is version 3's layout, the
+payload being the indices followed by the chroma side information instead of DiffC's.
+
 The official layout is 2-byte little-endian width and height followed by the same payload
 (CoD-Lite writes width first; the CoD parent model's CLI swaps them, spec §10).
 """
@@ -47,9 +50,10 @@ MAGIC = b"CoD"
 VERSION = 1  # fixed-length indices
 VERSION_ENTROPY = 2  # range-coded indices (cod.entropy)
 VERSION_DIFFC = 3  # indices (fixed-length or range-coded) + a DiffC payload (cod.diffc)
-VERSIONS = (VERSION, VERSION_ENTROPY, VERSION_DIFFC)
-_CODING = struct.Struct(">BH")  # v2, v3: index coding, prior tag
-_INDEX_LEN = struct.Struct(">I")  # v3: bytes of indices at the start of the payload
+VERSION_CHROMA = 4  # indices (fixed-length or range-coded) + chroma side information (cod.chroma)
+VERSIONS = (VERSION, VERSION_ENTROPY, VERSION_DIFFC, VERSION_CHROMA)
+_CODING = struct.Struct(">BH")  # v2, v3, v4: index coding, prior tag
+_INDEX_LEN = struct.Struct(">I")  # v3, v4: bytes of indices at the start of the payload
 _FIXED = struct.Struct(">3sBBBBHIIB")  # magic..n_settings (18 bytes)
 _TAIL = struct.Struct(">II")  # payload length, CRC-32
 HEADER_MIN = _FIXED.size + _TAIL.size  # 26 bytes
@@ -110,10 +114,18 @@ class CodHeader:
     coding: int = 0  # 0: fixed-length (v1); cod.entropy.CODING_* (v2)
     prior_tag: int = 0
     diffc: bool = False  # v3: a DiffC payload follows the indices
+    chroma: bool = False  # v4: chroma side information follows the indices
 
     @property
     def version(self) -> int:
-        return VERSION_DIFFC if self.diffc else VERSION_ENTROPY if self.coding else VERSION
+        if self.diffc and self.chroma:
+            raise ValueError("a .cod file carries DiffC or chroma side information, not both")
+        return VERSION_DIFFC if self.diffc else VERSION_CHROMA if self.chroma else VERSION_ENTROPY if self.coding else VERSION
+
+    @property
+    def has_index_length(self) -> bool:
+        """v3 and v4: something follows the indices in the payload."""
+        return self.diffc or self.chroma
 
     @property
     def family_name(self) -> str:
@@ -126,6 +138,7 @@ class CodFile:
     payload: bytes  # the indices
     size: int  # bytes of the whole file, header included
     diffc: bytes | None = None  # v3: the DiffC payload after the indices
+    chroma: bytes | None = None  # v4: the chroma side information after the indices
 
     @property
     def bpp(self) -> float:
@@ -133,30 +146,34 @@ class CodFile:
         return 8 * self.size / (self.header.height * self.header.width)
 
 
-def write_cod(header: CodHeader, payload: bytes, diffc: bytes | None = None) -> bytes:
+def write_cod(header: CodHeader, payload: bytes, diffc: bytes | None = None, chroma: bytes | None = None) -> bytes:
     """Serialise a container: v1, v2 when the header names an index coding, v3 when it is a
-    DiffC file (``diffc``: the DiffC payload, written after the indices ``payload``)."""
+    DiffC file (``diffc``: the DiffC payload, written after the indices ``payload``), v4 with
+    chroma side information (``chroma``, after the indices)."""
     h = header
     if h.diffc != (diffc is not None):
         raise ValueError("a DiffC payload goes with a DiffC header (diffc=True), and only there")
+    if h.chroma != (chroma is not None):
+        raise ValueError("chroma side information goes with a chroma header (chroma=True), and only there")
+    version = h.version
     if not (1 <= h.height <= MAX_SIDE and 1 <= h.width <= MAX_SIDE):
         raise ValueError(f"image size {h.height}x{h.width} out of range")
     if len(h.settings) > 255:
         raise ValueError("decode settings longer than 255 bytes")
-    head = _FIXED.pack(MAGIC, h.version, h.family, h.ds, h.bits, h.model_tag & 0xFFFF, h.height, h.width, len(h.settings))
+    head = _FIXED.pack(MAGIC, version, h.family, h.ds, h.bits, h.model_tag & 0xFFFF, h.height, h.width, len(h.settings))
     head += h.settings
-    if h.coding or h.diffc:
+    if version != VERSION:
         head += _CODING.pack(h.coding, h.prior_tag & 0xFFFF)
-    if h.diffc:
+    if h.has_index_length:
         head += _INDEX_LEN.pack(len(payload))
-        payload += diffc
+        payload += diffc if h.diffc else chroma
     head += struct.pack(">I", len(payload))
     crc = zlib.crc32(payload, zlib.crc32(head))
     return head + struct.pack(">I", crc) + payload
 
 
 def read_cod(data: bytes) -> CodFile:
-    """Parse and check a v1, v2 or v3 container: magic, version, lengths, CRC. One-line errors."""
+    """Parse and check a v1, v2, v3 or v4 container: magic, version, lengths, CRC. One-line errors."""
     if len(data) < 4 or data[:3] != MAGIC:
         if len(data) < 3 and MAGIC.startswith(data):
             raise BitstreamError(f"truncated .cod file ({len(data)} bytes)")
@@ -166,13 +183,14 @@ def read_cod(data: bytes) -> CodFile:
     if len(data) < HEADER_MIN:
         raise BitstreamError(f"truncated .cod file: {len(data)} bytes, the header alone needs {HEADER_MIN}")
     magic, version, family, ds, bits, tag, height, width, nset = _FIXED.unpack_from(data, 0)
-    extra = {VERSION: 0, VERSION_ENTROPY: _CODING.size, VERSION_DIFFC: _CODING.size + _INDEX_LEN.size}[version]
+    split = version in (VERSION_DIFFC, VERSION_CHROMA)  # an index length, then something after the indices
+    extra = 0 if version == VERSION else _CODING.size + (_INDEX_LEN.size if split else 0)
     head_len = _FIXED.size + nset + extra + _TAIL.size
     if len(data) < head_len:
         raise BitstreamError(f"truncated .cod file: {len(data)} bytes, header needs {head_len}")
     settings = bytes(data[_FIXED.size : _FIXED.size + nset])
     coding, prior_tag = _CODING.unpack_from(data, _FIXED.size + nset) if extra else (0, 0)
-    (index_len,) = _INDEX_LEN.unpack_from(data, _FIXED.size + nset + _CODING.size) if version == VERSION_DIFFC else (None,)
+    (index_len,) = _INDEX_LEN.unpack_from(data, _FIXED.size + nset + _CODING.size) if split else (None,)
     payload_len, crc = _TAIL.unpack_from(data, _FIXED.size + nset + extra)
     body = len(data) - head_len
     if body != payload_len:
@@ -185,12 +203,15 @@ def read_cod(data: bytes) -> CodFile:
         raise BitstreamError(f"corrupt .cod file: invalid header (size {height}x{width}, ds {ds}, bits {bits})")
     if extra and coding not in (tuple(CODING_NAMES) if version == VERSION_ENTROPY else (0, *CODING_NAMES)):
         raise BitstreamError(f"corrupt .cod file: unknown index coding {coding}")
-    header = CodHeader(family, ds, bits, tag, height, width, settings, coding, prior_tag, diffc=index_len is not None)
+    header = CodHeader(family, ds, bits, tag, height, width, settings, coding, prior_tag, diffc=version == VERSION_DIFFC, chroma=version == VERSION_CHROMA)
     if index_len is None:
         return CodFile(header, payload, len(data))
     if index_len > len(payload):
         raise BitstreamError(f"corrupt .cod file: {index_len} bytes of indices in a payload of {len(payload)}")
-    return CodFile(header, payload[:index_len], len(data), payload[index_len:])
+    rest = payload[index_len:]
+    if version == VERSION_DIFFC:
+        return CodFile(header, payload[:index_len], len(data), diffc=rest)
+    return CodFile(header, payload[:index_len], len(data), chroma=rest)
 
 
 def check_model(header: CodHeader, family: int, ds: int, bits: int, model_tag: int, model_name: str) -> None:

@@ -241,8 +241,8 @@ def _input_images(args: argparse.Namespace):
 
 
 def _image_codec(args: argparse.Namespace):
-    """The codec of compress and evaluate (--pad, --entropy)."""
-    return _load_codec(args, pad_mode=args.pad, entropy=getattr(args, "entropy", "on") == "on")
+    """The codec of compress and evaluate (--pad, --entropy, --chroma)."""
+    return _load_codec(args, pad_mode=args.pad, entropy=getattr(args, "entropy", "on") == "on", chroma=getattr(args, "chroma", "on") == "on")
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
@@ -374,6 +374,10 @@ def cmd_info(args: argparse.Namespace) -> int:
                 info.update(DiffCPayload.from_bytes(f.diffc).describe())
             except CodError as exc:
                 info["diffc"] = f"unreadable ({exc})"
+        if f.chroma is not None:  # .cod v4: chroma side information after the indices (cod.chroma)
+            info.update(payload_bytes=len(f.payload) + len(f.chroma), index_bytes=len(f.payload), chroma_bytes=len(f.chroma))
+            if len(f.chroma) >= 2:
+                info.update(chroma_block=f.chroma[0], chroma_step=f.chroma[1])
         if h.settings:  # family-specific: read through the registry (which imports torch)
             from cod.families import family_of_code
 
@@ -525,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--format", default="cod", choices=FORMATS, help="container: ours or the original code's 4-byte header (fixed-length indices)")
     p.add_argument("--entropy", default="on", choices=["on", "off"], help="on: range-code the indices under the weights' prior (.cod v2, and inside DiffC files) when they carry one (`cod fit-prior`); off: fixed-length indices (.cod v1)")
+    p.add_argument("--chroma", default="on", choices=["on", "off"], help="on: CoD-Lite models with a chroma block in their config (the shipped small ones) also store the image's coarse colour, ~5%% of the file (.cod v4, docs/format.md); off: indices only")
     p.add_argument("--pad", default="replicate", choices=PAD_MODES, help="padding to the model multiple")
     add_limit_args(p)
     add_force_arg(p)
@@ -549,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--pad", default="replicate", choices=PAD_MODES)
     p.add_argument("--entropy", default="on", choices=["on", "off"], help="as for compress")
+    p.add_argument("--chroma", default="on", choices=["on", "off"], help="as for compress")
     p.add_argument("--json", default=None, help="write results to this JSON file")
     add_force_arg(p, "--json file")
     add_limit_args(p)

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from cod import bitstream as bs
+from cod import chroma as chroma_info
 from cod.entropy import IndexPrior
 from cod.errors import BitstreamError, ModelMismatchError, UsageError
 from cod.image_io import as_rgb_array
@@ -55,6 +56,7 @@ class IndexFile(NamedTuple):
     grid: tuple[int, int]  # index grid (h, w)
     settings: bytes  # the header's decode-settings field
     diffc: bytes | None = None  # .cod v3: the DiffC payload (cod.diffc)
+    chroma: bytes | None = None  # .cod v4: the chroma side information (cod.chroma)
 
 
 @dataclass
@@ -78,6 +80,8 @@ class IndexCodec:
     CODEBOOK_KEY = "condition.quantizer.codebook.weight"
     # whether the family decodes DiffC files (.cod v3: the CoD models)
     diffc_capable: bool = False
+    # whether the family decodes files with chroma side information (.cod v4: CoD-Lite)
+    chroma_capable: bool = False
 
     @property
     def name(self) -> str:
@@ -130,34 +134,38 @@ class IndexCodec:
         the model has a prior and ``entropy`` is on."""
         return getattr(self, "prior", None) is not None and getattr(self, "entropy", True)
 
-    def write_file(self, indices: np.ndarray, height: int, width: int, format: str, settings: bytes = b"", height_first: bool = False, diffc: bytes | None = None) -> bytes:
+    def write_file(self, indices: np.ndarray, height: int, width: int, format: str, settings: bytes = b"", height_first: bool = False, diffc: bytes | None = None, chroma: bytes | None = None) -> bytes:
         """Pack indices into our container (original size, settings; v2 with range-coded indices
-        when :attr:`entropy_coded`, else v1; v3 with a DiffC payload ``diffc`` after them) or the
-        official layout (fixed-length indices at the padded size: it has no field for the
-        original one, nor for DiffC)."""
+        when :attr:`entropy_coded`, else v1; v3 with a DiffC payload ``diffc`` after them, v4
+        with chroma side information ``chroma`` after them) or the official layout
+        (fixed-length indices at the padded size: it has no field for the original size, nor
+        for DiffC or chroma)."""
         if format == "official":
             if diffc is not None:
                 raise UsageError("the official format has no room for DiffC: use --format cod")
+            if chroma is not None:
+                raise UsageError("the official format has no room for chroma side information: use --format cod")
             h, w = self.grid(height, width)
             return bs.write_official(h * self.ds, w * self.ds, bs.pack_indices(indices, self.bits), height_first=height_first)
         if format == "cod":
-            head = dict(family=self.family_code, ds=self.ds, bits=self.bits, model_tag=self.model_tag, height=height, width=width, settings=settings, diffc=diffc is not None)
+            head = dict(family=self.family_code, ds=self.ds, bits=self.bits, model_tag=self.model_tag, height=height, width=width, settings=settings, diffc=diffc is not None, chroma=chroma is not None)
             if self.entropy_coded:
                 h, w = self.grid(height, width)
                 coding = self.prior.best_coding
                 payload = self.prior.encode(np.asarray(indices).reshape(h, w), coding)
-                return bs.write_cod(bs.CodHeader(**head, coding=coding, prior_tag=self.prior.tag), payload, diffc)
-            return bs.write_cod(bs.CodHeader(**head), bs.pack_indices(indices, self.bits), diffc)
+                return bs.write_cod(bs.CodHeader(**head, coding=coding, prior_tag=self.prior.tag), payload, diffc, chroma)
+            return bs.write_cod(bs.CodHeader(**head), bs.pack_indices(indices, self.bits), diffc, chroma)
         raise ValueError(f"unknown format {format!r} ({' or '.join(FORMATS)})")
 
     def read_file(self, data: bytes, format: str = "cod", height_first: bool = False) -> IndexFile:
         """Check a file against this model: indices, original size, index grid, settings bytes
-        and, for a DiffC file, its DiffC payload (:class:`IndexFile`).
+        and, for a DiffC file, its DiffC payload, for a v4 file its chroma side information
+        (:class:`IndexFile`).
 
         ``format="official"`` reads the original code's 4-byte header; it is never guessed,
         since any 4 bytes parse as such a header. Its grid is floor(H/ds) x floor(W/ds), as
         the official decoder computes it."""
-        diffc = None
+        diffc = chroma = None
         if format == "official":
             H, W, payload = bs.read_official(data, height_first=height_first)
             check_pixels(H, W, self.max_pixels)
@@ -172,19 +180,21 @@ class IndexCodec:
             bs.check_model(f.header, self.family_code, self.ds, self.bits, self.model_tag, self.name)
             if f.diffc is not None and not self.diffc_capable:
                 raise BitstreamError(f"file is DiffC-coded (.cod v3), which {self.name} cannot decode: DiffC files are for CoD models")
-            H, W, payload, settings, diffc = f.header.height, f.header.width, f.payload, f.header.settings, f.diffc
+            if f.chroma is not None and not self.chroma_capable:
+                raise BitstreamError(f"file carries chroma side information (.cod v4), which {self.name} cannot decode: such files are for CoD-Lite models")
+            H, W, payload, settings, diffc, chroma = f.header.height, f.header.width, f.payload, f.header.settings, f.diffc, f.chroma
             check_pixels(H, W, self.max_pixels)  # before the grid: sides up to 2**32 - 1
             h, w = self.grid(H, W)
             if f.header.coding:
                 self.fit_decode_to_budget(H, W, (h, w))
-                return IndexFile(self._decode_entropy(f.header, payload, h, w), H, W, (h, w), settings, diffc)
+                return IndexFile(self._decode_entropy(f.header, payload, h, w), H, W, (h, w), settings, diffc, chroma)
         else:
             raise ValueError(f"unknown format {format!r} ({' or '.join(FORMATS)})")
         need = bs.packed_size(h * w, self.bits)
         if len(payload) != need:
             raise BitstreamError(f"corrupt file: payload is {len(payload)} bytes, a {H}x{W} image at ds={self.ds} needs {need}")
         self.fit_decode_to_budget(H, W, (h, w))
-        return IndexFile(bs.unpack_indices(payload, h * w, self.bits), H, W, (h, w), settings, diffc)
+        return IndexFile(bs.unpack_indices(payload, h * w, self.bits), H, W, (h, w), settings, diffc, chroma)
 
     # ---------------------------------------------------------- limits (cod.limits)
     # The pixel limit and the memory budget, checked from the header before any index is
@@ -262,12 +272,15 @@ class IndexCodec:
 class CoDLiteCodec(IndexCodec):
     """A loaded CoD-Lite one-step codec ready to compress and decompress."""
 
+    chroma_capable = True
+
     model: CoDLite
     config: dict[str, Any]
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     pad_mode: str = "replicate"
     prior: IndexPrior | None = None  # the weights' index prior (cod.entropy); None: v1 files only
     entropy: bool = True  # write .cod v2 when there is a prior
+    chroma: bool = True  # write chroma side information (.cod v4) when the config has a chroma_block
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # largest image a file may claim (cod.limits)
     max_memory: int | None = DEFAULT_MAX_MEMORY  # working-memory budget of a decode, bytes
     precision: str = "fast"  # fast (chosen at run time), bf16, or fp32 (faithful): cod.inference
@@ -289,6 +302,12 @@ class CoDLiteCodec(IndexCodec):
     @property
     def ds(self) -> int:
         return self.model.ds
+
+    @property
+    def chroma_block(self) -> int:
+        """Block side of the chroma side information ``compress`` writes (cod.chroma): the
+        config's ``chroma_block`` (the shipped small models: 64) while ``chroma`` is on; 0: none."""
+        return int(self.config.get("chroma_block", 0)) if self.chroma else 0
 
     @property
     def plan(self) -> PrecisionPlan:
@@ -328,6 +347,9 @@ class CoDLiteCodec(IndexCodec):
     def encode(self, image) -> tuple[np.ndarray, int, int]:
         """Image -> (indices (h*w,) int64, original height, original width)."""
         arr = as_rgb_array(image)
+        return self._encode_array(arr)
+
+    def _encode_array(self, arr: np.ndarray) -> tuple[np.ndarray, int, int]:
         H, W = arr.shape[:2]
         idx = encode_image(self.engine, arr, self.ds, self.multiple, self.pad_mode, self.model.attention_window, self.activation_budget(H, W))
         return idx, H, W
@@ -356,10 +378,14 @@ class CoDLiteCodec(IndexCodec):
 
     # ---------------------------------------------------------- bytes
     def compress(self, image, format: str = "cod") -> bytes:
-        """Image (path, PIL, HxWx3 uint8 array or (3,H,W) tensor) -> file bytes."""
+        """Image (path, PIL, HxWx3 uint8 array or (3,H,W) tensor) -> file bytes: .cod v4 with
+        the chroma side information when :attr:`chroma_block` (cod.chroma), else v2 or v1; the
+        official layout carries the indices alone."""
         t0 = time.perf_counter()
-        idx, H, W = self.encode(image)
-        data = self.write_file(idx, H, W, format)
+        arr = as_rgb_array(image)
+        idx, H, W = self._encode_array(arr)
+        side = chroma_info.encode(chroma_info.measure(arr, self.chroma_block)) if format == "cod" and self.chroma_block else None
+        data = self.write_file(idx, H, W, format, chroma=side)
         self.last_timing.encode_s = time.perf_counter() - t0
         return data
 
@@ -368,9 +394,14 @@ class CoDLiteCodec(IndexCodec):
         return self.read_file(data, format)[:4]
 
     def decompress(self, data: bytes, format: str = "cod") -> Image.Image:
-        """File bytes -> PIL RGB image of the original size."""
+        """File bytes -> PIL RGB image of the original size (its colours moved to the file's
+        chroma side information, when it has some: cod.chroma)."""
         t0 = time.perf_counter()
-        idx, H, W, grid = self.parse(data, format)
-        out = Image.fromarray(self.decode(idx, H, W, grid), "RGB")
+        f = self.read_file(data, format)
+        side = chroma_info.decode(f.chroma, f.height, f.width) if f.chroma is not None else None
+        arr = self.decode(f.indices, f.height, f.width, f.grid)
+        if side is not None:
+            chroma_info.apply(arr, side, out=arr)
+        out = Image.fromarray(arr, "RGB")
         self.last_timing.decode_s = time.perf_counter() - t0
         return out

@@ -272,6 +272,7 @@ def load(
     unsafe_pickle: bool = False,
     family: str | Sequence[str] | None = None,
     entropy: bool = True,
+    chroma: bool = True,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_memory: int | None = DEFAULT_MAX_MEMORY,
     max_steps: int | None = DEFAULT_MAX_STEPS,
@@ -283,7 +284,9 @@ def load(
     ``device``: cpu, cuda or auto. Options the family's codec takes: ``vae`` (latent CoD: the
     SD-VAE folder, loaded on first decode) and ``progress`` (a bar over the sampling steps).
     ``entropy``: write .cod v2 (range-coded indices) when the weights carry an index prior;
-    False writes v1. Files of either version decode either way. ``max_pixels``, ``max_memory``
+    False writes v1. Files of either version decode either way. ``chroma``: CoD-Lite models
+    whose config has a ``chroma_block`` (the shipped small ones) write the original's coarse
+    colour beside the indices (.cod v4, cod.chroma); False leaves it out. ``max_pixels``, ``max_memory``
     (bytes) and, for CoD models, ``max_steps`` are the decoding limits (cod.limits; None: no
     limit), checked from a file's header before anything is allocated; CoD-Lite sizes its
     tiles from ``max_memory``. ``precision`` (fast, bf16, fp32: cod.inference) and
@@ -296,7 +299,7 @@ def load(
     takes = {f.name for f in dataclasses.fields(codec_cls)}
     if precision not in (None, "fp32") and "precision" not in takes:
         raise CodError(f"--precision {precision}: {config.get('name', config['family'])} runs in fp32 only (the fast path is CoD-Lite's)")
-    options = {"vae": vae, "progress": progress, "prior": prior, "entropy": entropy, "max_pixels": max_pixels, "max_memory": max_memory, "max_steps": max_steps, "precision": precision, "memory_budget": memory_budget}
+    options = {"vae": vae, "progress": progress, "prior": prior, "entropy": entropy, "chroma": chroma, "max_pixels": max_pixels, "max_memory": max_memory, "max_steps": max_steps, "precision": precision, "memory_budget": memory_budget}
     options = {k: v for k, v in options.items() if k in takes and not (k in ("precision", "memory_budget") and v is None)}
     return codec_cls(model, config, dev, pad_mode=pad_mode, **options)
 

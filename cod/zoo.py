@@ -105,6 +105,11 @@ CODLITE_SMALL: dict[str, Any] = {
     "latent_channels": 64,
 }
 SMALL_RATES = ("0.0312", "0.125")
+# Block side of the chroma side information the small models write (cod.chroma), in indices: their
+# codebooks carry little colour, so the original's mean Cb/Cr per (4 ds) x (4 ds) block travels
+# beside the indices (64 px at 0.0312, 32 px at 0.125: ~5 % of the file at either rate). The
+# published models write none (chroma_block 0).
+CHROMA_BLOCK_INDICES = 4
 
 # ----------------------------------------------------------------------------------------
 # CoD (the diffusion foundation model; CoD spec §2). Rates of the released checkpoints:
@@ -185,7 +190,7 @@ def _cod_named(name: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------
 # Every named model, all families: name -> config dict.
 MODELS: dict[str, dict[str, Any]] = {f"codlite-{r}": codlite_config(r) for r in RATES}
-MODELS.update({f"codlite-small-{r}": codlite_config(r, **CODLITE_SMALL) for r in SMALL_RATES})
+MODELS.update({f"codlite-small-{r}": codlite_config(r, **CODLITE_SMALL, chroma_block=CHROMA_BLOCK_INDICES * RATES[r][0]) for r in SMALL_RATES})
 MODELS.update({n: _cod_named(n) for n in cod_model_names()})
 
 # What `cod compress` uses when neither --model nor --weights is given.

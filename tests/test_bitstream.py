@@ -34,12 +34,12 @@ def test_pack_rejects_out_of_range():
         bs.unpack_indices(b"\x12", 3, 4)
 
 
-def _sample(settings=b"", diffc=None, coding=0):
+def _sample(settings=b"", diffc=None, coding=0, chroma=None):
     """A v1 container, or (``diffc`` bytes) a v3 DiffC one with fixed-length (coding 0) or
-    range-coded indices."""
+    range-coded indices, or (``chroma`` bytes) a v4 one with chroma side information."""
     header = bs.CodHeader(family=1 if diffc is None else 2, ds=16, bits=8, model_tag=0xBEEF, height=37, width=53, settings=settings,
-                          coding=coding, prior_tag=0x1234 if coding else 0, diffc=diffc is not None)
-    return header, bs.write_cod(header, bytes(range(12)), diffc)
+                          coding=coding, prior_tag=0x1234 if coding else 0, diffc=diffc is not None, chroma=chroma is not None)
+    return header, bs.write_cod(header, bytes(range(12)), diffc, chroma)
 
 
 DIFFC = bytes(range(100, 140))  # stands for a DiffC payload: the container does not look inside
@@ -73,9 +73,29 @@ def test_diffc_container_roundtrip_and_layout(coding):
         bs.write_cod(bs.CodHeader(1, 16, 8, 0, 1, 1), b"", DIFFC)
 
 
+CHROMA = bytes(range(200, 230))  # stands for chroma side information (cod.chroma)
+
+
+@pytest.mark.parametrize("coding", [0, 1])
+def test_chroma_container_roundtrip_and_layout(coding):
+    """v4: v3's layout, the chroma side information after the indices."""
+    header, data = _sample(b"", coding=coding, chroma=CHROMA)
+    f = bs.read_cod(data)
+    assert f.header == header and f.header.version == 4 and f.payload == bytes(range(12)) and f.chroma == CHROMA and f.diffc is None
+    assert data[:4] == b"CoD\x04" and data[18:21] == bytes([coding]) + (b"\x12\x34" if coding else b"\0\0")
+    assert struct.unpack(">II", data[21:29]) == (12, 12 + len(CHROMA))
+    assert data[33:] == bytes(range(12)) + CHROMA and f.size == len(data)
+    with pytest.raises(ValueError):  # the header says whether chroma goes with it
+        bs.write_cod(header, b"")
+    with pytest.raises(ValueError):
+        bs.write_cod(bs.CodHeader(1, 16, 8, 0, 1, 1), b"", chroma=CHROMA)
+    with pytest.raises(ValueError, match="not both"):  # DiffC and chroma do not share a file
+        bs.write_cod(bs.CodHeader(1, 16, 8, 0, 1, 1, diffc=True, chroma=True), b"", DIFFC, CHROMA)
+
+
 def _recrc(data: bytearray) -> bytes:
     """``data`` (a settings-free container) with its CRC recomputed: past the CRC check."""
-    head = 29 if data[3] == 3 else 22 + 3 * (data[3] == 2)
+    head = 29 if data[3] in (3, 4) else 22 + 3 * (data[3] == 2)
     data[head : head + 4] = struct.pack(">I", zlib.crc32(bytes(data[head + 4 :]), zlib.crc32(bytes(data[:head]))))
     return bytes(data)
 
@@ -95,9 +115,9 @@ def test_diffc_container_crafted_fields():
     assert bs.read_cod(_recrc(bad)).diffc == b""
 
 
-@pytest.mark.parametrize("diffc", [None, DIFFC], ids=["v1", "v3"])
-def test_every_single_bit_flip_is_detected(diffc):
-    _, data = _sample(b"", diffc)
+@pytest.mark.parametrize("diffc,chroma", [(None, None), (DIFFC, None), (None, CHROMA)], ids=["v1", "v3", "v4"])
+def test_every_single_bit_flip_is_detected(diffc, chroma):
+    _, data = _sample(b"", diffc, chroma=chroma)
     for i in range(len(data) * 8):
         bad = bytearray(data)
         bad[i // 8] ^= 1 << (i % 8)
@@ -105,9 +125,9 @@ def test_every_single_bit_flip_is_detected(diffc):
             bs.read_cod(bytes(bad))
 
 
-@pytest.mark.parametrize("diffc", [None, DIFFC], ids=["v1", "v3"])
-def test_every_truncation_is_detected(diffc):
-    _, data = _sample(b"xyz", diffc)
+@pytest.mark.parametrize("diffc,chroma", [(None, None), (DIFFC, None), (None, CHROMA)], ids=["v1", "v3", "v4"])
+def test_every_truncation_is_detected(diffc, chroma):
+    _, data = _sample(b"xyz", diffc, chroma=chroma)
     for n in range(len(data)):
         with pytest.raises(BitstreamError):
             bs.read_cod(data[:n])

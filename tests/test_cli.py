@@ -521,3 +521,26 @@ def test_batch_decompress_names_every_failure_and_sums_up(tmp_path, tiny_weights
     assert cap.err.strip().splitlines()[-1].startswith("decompress: 2 ok, 3 failed, 1 skipped (not .cod files")
     assert "s/Mpx" in cap.err.strip().splitlines()[-1] and "s/Mpx)" in cap.out  # time per megapixel, per file and in all
     assert sorted(p.name for p in out.iterdir()) == ["a.decoded.png", "b.decoded.png"]
+
+
+def test_chroma_on_and_off(photo, tmp_path, capsys):
+    """--chroma: a model with a chroma block writes .cod v4 (cod info shows the side
+    information); --chroma off writes the indices alone; both decode."""
+    from tests.conftest import make_tiny_weights
+
+    w = make_tiny_weights(tmp_path / "c.safetensors", "0.0312", chroma_block=32)
+    sizes = {}
+    for mode in ("on", "off"):
+        out = tmp_path / f"{mode}.cod"
+        assert main(["compress", str(photo), "-o", str(out), "--weights", str(w), "--chroma", mode, "-q"]) == 0
+        capsys.readouterr()
+        assert main(["info", str(out), "--json"]) == 0
+        info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert info["format_version"] == (4 if mode == "on" else 1)
+        assert ("chroma_block" in info) == (mode == "on")
+        if mode == "on":
+            assert info["chroma_block"] == 32 and info["chroma_bytes"] + info["index_bytes"] == info["payload_bytes"]
+        sizes[mode] = out.stat().st_size
+        assert main(["decompress", str(out), "-o", str(tmp_path / f"{mode}.png"), "--weights", str(w), "-q"]) == 0
+        assert Image.open(tmp_path / f"{mode}.png").size == (90, 70)
+    assert sizes["on"] > sizes["off"]

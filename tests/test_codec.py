@@ -167,3 +167,60 @@ def test_crafted_header_with_valid_crc_is_refused(codecs):
     header = bs.CodHeader(1, 16, 8, codec.model_tag, 64, 64)
     with pytest.raises(BitstreamError, match="payload is 10 bytes"):
         codec.decompress(bs.write_cod(header, b"\0" * 10))
+
+
+# ------------------------------------------------------------------ chroma side information (.cod v4)
+@pytest.fixture(scope="module")
+def chroma_weights(tmp_path_factory):
+    """The tiny 0.0312 model of ``codecs`` (same seed, same codebook) with a chroma block in its config."""
+    from tests.conftest import make_tiny_weights
+
+    return make_tiny_weights(tmp_path_factory.mktemp("chroma") / "c.safetensors", "0.0312", chroma_block=32)
+
+
+@pytest.fixture(scope="module")
+def chroma_codec(chroma_weights):
+    return cod.load(weights=chroma_weights)
+
+
+def test_chroma_file_is_v4_and_decodes_to_the_corrected_image(chroma_codec, codecs):
+    from cod import chroma
+
+    img = smooth_image(100, 140, seed=3)
+    data = chroma_codec.compress(img)
+    f = bs.read_cod(data)
+    assert f.header.version == 4 and (f.chroma[0], f.chroma[1]) == (32, chroma.DEFAULT_STEP)
+    plain = codecs["0.0312"]  # no chroma block: v1 (no prior), the same indices
+    assert plain.compress(img)[3] == 1
+    np.testing.assert_array_equal(chroma_codec.parse(data)[0], plain.parse(plain.compress(img))[0])
+    decoded = np.asarray(chroma_codec.decompress(data))
+    expected = chroma.apply(np.asarray(plain.decompress(plain.compress(img))), chroma.measure(img, 32))
+    np.testing.assert_array_equal(decoded, expected)
+    np.testing.assert_array_equal(np.asarray(plain.decompress(data)), expected)  # any CoD-Lite codec reads v4
+    # the decode's block colours are the original's (the random model's own are not)
+    own = chroma.block_means(np.asarray(plain.decompress(plain.compress(img))), 32) @ chroma._RGB_TO_CBCR.T
+    fixed = chroma.block_means(decoded, 32) @ chroma._RGB_TO_CBCR.T
+    want = chroma.measure(img, 32).cbcr
+    assert np.abs(fixed - want).mean() < 0.25 * np.abs(own - want).mean()
+
+
+def test_chroma_off_and_official_format_write_indices_only(chroma_codec, chroma_weights, codecs):
+    img = smooth_image(64, 64)
+    off = cod.load(weights=chroma_weights, chroma=False)
+    assert off.chroma_block == 0 and chroma_codec.chroma_block == 32
+    assert off.compress(img) == codecs["0.0312"].compress(img)  # v1: indices only, same bytes
+    official = chroma_codec.compress(img, format="official")
+    assert official == codecs["0.0312"].compress(img, format="official")
+    with pytest.raises(Exception, match="no room for chroma"):
+        chroma_codec.write_file(np.zeros(16, np.int64), 64, 64, "official", chroma=b"\x40\x04\x00")
+
+
+def test_chroma_file_with_corrupt_side_information_is_refused(chroma_codec):
+    import dataclasses
+
+    data = chroma_codec.compress(smooth_image(64, 64))
+    f = bs.read_cod(data)
+    bad = bs.write_cod(f.header, f.payload, chroma=b"\x02\x04\x00")  # block 2: not a valid payload
+    with pytest.raises(BitstreamError, match="corrupt chroma"):
+        chroma_codec.decompress(bad)
+    assert dataclasses.replace(f.header, chroma=False).version == 1

@@ -58,7 +58,9 @@ def test_stored_sample_bitstream_decodes_to_the_stored_image(name):
     again, stored = bs.read_cod(fresh), bs.read_cod(data)
     assert (again.header.family, again.header.ds, again.header.bits, again.header.model_tag, again.header.height, again.header.width) == \
         (stored.header.family, stored.header.ds, stored.header.bits, stored.header.model_tag, stored.header.height, stored.header.width)
-    assert again.header.version == stored.header.version == 2 and again.header.prior_tag == stored.header.prior_tag  # entropy-coded
+    # entropy-coded indices and the chroma side information (.cod v4, cod.chroma): the same colour data
+    assert again.header.version == stored.header.version == 4 and again.header.coding and again.header.prior_tag == stored.header.prior_tag
+    assert again.chroma == stored.chroma and again.chroma[0] == MODELS[name]["chroma_block"]
     same = np.mean(codec.parse(fresh)[0] == codec.parse(data)[0])
     assert same >= 0.98, f"only {same:.1%} of the indices agree"
 

@@ -128,6 +128,7 @@ class Finding(Exception):
 def build_targets(cod) -> tuple[list[Target], list[bytes]]:
     """The targets and the seed inputs (selector byte + a valid file) of every kind."""
     from cod import bitstream as bs
+    from cod import chroma
     from cod.diffc import DiffCPayload
     from cod.diffc.coding import decode_stream
     from cod.diffc.rcc import max_kl_bits
@@ -162,6 +163,7 @@ def build_targets(cod) -> tuple[list[Target], list[bytes]]:
         targets.append(Target(f"{name}/official", lambda d, c=codec: c.decompress(d, format="official"), official_size(False)))
     targets.append(Target("cod-pixel/cod", lambda d: tiny.decompress(d), cod_size))
     targets.append(Target("cod-pixel/official", lambda d: tiny.decompress(d, format="official"), official_size(True)))
+    targets.append(Target("chroma-payload", lambda d: chroma.decode(d, 130, 200) and None))  # last: stored selectors keep their targets
     index = {t.name: i for i, t in enumerate(targets)}
 
     seeds: list[bytes] = []
@@ -184,6 +186,8 @@ def build_targets(cod) -> tuple[list[Target], list[bytes]]:
                 head = bs.CodHeader(codec.family_code, codec.ds, codec.bits, codec.model_tag, h, w, coding=CODING_STATIC, prior_tag=codec.prior.tag)
                 seed(f"{name}/cod", bs.write_cod(head, codec.prior.encode(grid, CODING_STATIC)))
             seed(f"{name}/official", codec.compress(img, format="official"))
+    for i, block in enumerate((16, 32)):  # the chroma side information of .cod v4 (the target's 130 x 200)
+        seed("chroma-payload", chroma.encode(chroma.measure(_image(130, 200, 20 + i), block, 2 + i)))
     for i, (h, w) in enumerate([(32, 32), (48, 16)]):
         img = _image(h, w, 10 + i)
         for entropy in (False, True):

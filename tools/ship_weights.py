@@ -25,11 +25,14 @@ def main() -> None:
     ap.add_argument("--name", required=True, help="installed model name (file stem), e.g. codlite-small-0.0312")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     ap.add_argument("--check", default=None, help="an image to round-trip with both weight copies")
+    ap.add_argument("--chroma-block", type=int, default=None, help="set the config's chroma_block (cod.chroma: the block side of the colour the codec stores beside the indices; 0: none); default: as trained")
     ap.add_argument("--out", default=None, help="write here instead of cod/weights/NAME.safetensors")
     args = ap.parse_args()
 
     config, state = read_weights(args.weights)
     config = {**config, "name": args.name}
+    if args.chroma_block is not None:
+        config["chroma_block"] = args.chroma_block
     out = Path(args.out) if args.out else WEIGHTS_DIR / f"{args.name}.safetensors"
     save_weights(out, state, config, dtype=getattr(torch, args.dtype))
     print(f"{args.weights} -> {out} ({out.stat().st_size / 1e6:.2f} MB, {args.dtype})")

@@ -49,6 +49,7 @@ class CoDLiteConfig(ModelConfig):
     patch_bottleneck: int = 128  # the stem's bottleneck (official layout; files before this key meant 128)
     time_folded: bool = False  # build the network with its t=0 modulation folded
     output_refine: int = 0  # channels of the optional output refinement (0: none, the official layout)
+    chroma_block: int = 0  # block side of the chroma side information the codec writes (cod.chroma; 0: none, the official layout)
 
 
 class PatchEmbed(nn.Module):
