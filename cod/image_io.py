@@ -8,7 +8,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -206,6 +206,20 @@ def scan_inputs(inputs: list[str | Path], extensions: tuple[str, ...], recursive
             elif not f.is_dir():
                 skipped.append(f)
     return Inputs(files, skipped)
+
+
+#: Folder names of evaluation sets (never trained or fitted on) and Kodak's own file-name prefix.
+EVALUATION_SETS = ("kodak",)
+EVALUATION_PREFIXES = ("kodim",)
+
+
+def evaluation_image(path: str | Path, sets: Sequence[str] = EVALUATION_SETS) -> bool:
+    """Whether ``path`` belongs to an evaluation set: a folder on its (resolved) path is named
+    one of ``sets`` (any case), or its file name starts with Kodak's ``kodim``. The one rule
+    of training (cod.train.data) and of `cod fit-prior` (cod.priors)."""
+    p = Path(path)
+    wanted = {s.lower() for s in sets}
+    return any(part.lower() in wanted for part in (*p.parts, *p.resolve().parts)) or p.name.lower().startswith(EVALUATION_PREFIXES)
 
 
 def list_images(inputs: list[str | Path], recursive: bool = True) -> list[Path]:

@@ -19,12 +19,11 @@ from cod.checkpoint import save_weights
 from cod.entropy import fit_prior
 from cod.errors import CodError, UsageError
 
-EXCLUDED = ("kodak",)  # evaluation data, never fitted on (as cod.train.data)
 
 
 def training_images(sources: Sequence[str | Path]) -> list[Path]:
     """The image files under ``sources`` (folders, recursive), refusing evaluation sets."""
-    from cod.image_io import list_images
+    from cod.image_io import EVALUATION_SETS, evaluation_image, list_images
 
     files = []
     for src in sources:
@@ -33,8 +32,8 @@ def training_images(sources: Sequence[str | Path]) -> list[Path]:
             raise CodError(f"{p}: no such file or folder")
         files += list_images([p])
     for f in files:
-        if any(part.lower() in EXCLUDED for part in f.resolve().parts) or f.name.lower().startswith("kodim"):
-            raise UsageError(f"{f}: refusing to fit a prior on an evaluation set ({', '.join(EXCLUDED)})")
+        if evaluation_image(f):
+            raise UsageError(f"{f}: refusing to fit a prior on an evaluation set ({', '.join(EVALUATION_SETS)}, kodim* files)")
     if not files:
         raise CodError(f"no images found in {', '.join(map(str, sources))}")
     return files

@@ -183,6 +183,16 @@ def test_training_on_kodak_is_refused(tmp_path):
     shutil.copy(next(TRAIN_PHOTOS.rglob("*.jpg")), kodak / "kodim01.jpg")
     with pytest.raises(CodError, match="evaluation set"):
         RandomCropDataset([tmp_path / "data"], 64)  # found anywhere below a source, any case
+    elsewhere = tmp_path / "photos"  # Kodak's own file names outside a kodak folder: the same rule as `cod fit-prior`
+    elsewhere.mkdir()
+    shutil.copy(next(TRAIN_PHOTOS.rglob("*.jpg")), elsewhere / "KODIM07.jpg")
+    with pytest.raises(CodError, match="evaluation set"):
+        RandomCropDataset([elsewhere], 64)
+    link = tmp_path / "link"  # a folder whose real path goes through a kodak folder
+    link.symlink_to(kodak, target_is_directory=True)
+    from cod.image_io import evaluation_image
+
+    assert evaluation_image(link / "x.png") and not evaluation_image(tmp_path / "photos" / "x.png")
 
 
 def test_bad_and_small_images_are_skipped_and_counted(tmp_path):

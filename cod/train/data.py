@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from cod.errors import CodError
-from cod.image_io import to_rgb_array
+from cod.image_io import EVALUATION_SETS, evaluation_image, to_rgb_array
 
 TRAIN_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -63,7 +63,7 @@ class RandomCropDataset(Dataset):
     at the detail level of smaller ones. ``cache`` keeps decoded images in memory (per process).
     """
 
-    def __init__(self, sources: Sequence[str | Path], size: int, flip: bool = True, length: int | None = None, exclude: Sequence[str] = ("kodak",), seed: int = 0, scale: tuple[float, float] = (1.0, 1.0), cache: bool = False):
+    def __init__(self, sources: Sequence[str | Path], size: int, flip: bool = True, length: int | None = None, exclude: Sequence[str] = EVALUATION_SETS, seed: int = 0, scale: tuple[float, float] = (1.0, 1.0), cache: bool = False):
         self.size, self.flip, self.seed = size, flip, seed
         lo, hi = float(scale[0]), float(scale[1])
         if not 0 < lo <= hi <= 1:
@@ -73,8 +73,8 @@ class RandomCropDataset(Dataset):
         self.stats = SkipStats()
         self.files: list[Path] = []
         for f in find_images(sources):
-            if any(part.lower() == ex for ex in exclude for part in f.parts):
-                raise CodError(f"{f}: refusing to train on an evaluation set ({'/'.join(exclude)})")
+            if evaluation_image(f, exclude):
+                raise CodError(f"{f}: refusing to train on an evaluation set ({'/'.join(exclude)}, kodim* files)")
             try:
                 with Image.open(f) as im:
                     w, h = im.size
