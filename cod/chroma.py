@@ -40,9 +40,10 @@ DEFAULT_BLOCK = 64
 DEFAULT_STEP = 4
 MIN_BLOCK, MAX_BLOCK = 8, 255
 MAX_STEP = 32
-#: BT.601 full-range RGB -> (Cb, Cr) rows, and the RGB change of a unit Cb / Cr change.
-_RGB_TO_CBCR = np.array([[-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
-_CBCR_TO_RGB = np.array([[0.0, 1.402], [-0.344136, -0.714136], [1.772, 0.0]])
+#: BT.601 full-range RGB -> (Cb, Cr) rows (each sums to 0: no offset), and the RGB change of a
+#: unit Cb / Cr change. The one copy of these numbers (cod.train.losses uses them too).
+RGB_TO_CBCR = np.array([[-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+CBCR_TO_RGB = np.array([[0.0, 1.402], [-0.344136, -0.714136], [1.772, 0.0]])
 #: Ratios of the two-sided geometric tables, as numerators over 2**16 (fixed integers).
 _RATIOS = tuple(round(r * 65536) for r in (0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.62, 0.68, 0.73, 0.78, 0.82, 0.86, 0.89, 0.92, 0.95, 0.97))
 _STRIP_ROWS = 256  # image rows handled at once when measuring and correcting (bounds memory)
@@ -144,7 +145,7 @@ def measure(image: np.ndarray, block: int = DEFAULT_BLOCK, step: int = DEFAULT_S
         raise ValueError(f"chroma block must be in {MIN_BLOCK}..{MAX_BLOCK} pixels, got {block}")
     if not 1 <= step <= MAX_STEP:
         raise ValueError(f"chroma step must be in 1..{MAX_STEP}, got {step}")
-    cbcr = block_means(image, block) @ _RGB_TO_CBCR.T
+    cbcr = block_means(image, block) @ RGB_TO_CBCR.T
     m = max_level(step)
     return ChromaInfo(block, step, np.clip(np.round(cbcr / step), -m, m).astype(np.int64))
 
@@ -217,8 +218,8 @@ def apply(decoded: np.ndarray, info: ChromaInfo, out: np.ndarray | None = None) 
     nh, nw = grid_of(H, W, info.block)
     if info.levels.shape[:2] != (nh, nw):
         raise BitstreamError(f"chroma side information is for a {info.levels.shape[0]}x{info.levels.shape[1]} block grid, the image has {nh}x{nw}")
-    own = block_means(decoded, info.block) @ _RGB_TO_CBCR.T
-    delta = ((info.cbcr - own) @ _CBCR_TO_RGB.T).astype(np.float32)  # (nh, nw, 3)
+    own = block_means(decoded, info.block) @ RGB_TO_CBCR.T
+    delta = ((info.cbcr - own) @ CBCR_TO_RGB.T).astype(np.float32)  # (nh, nw, 3)
     j0, j1, wx = _interp(W, nw, info.block)
     cols0, cols1 = delta[:, j0], delta[:, j1]  # (nh, W, 3)
     across = cols0 * (1 - wx[None]).astype(np.float32) + cols1 * wx[None].astype(np.float32)

@@ -198,8 +198,8 @@ def test_chroma_file_is_v4_and_decodes_to_the_corrected_image(chroma_codec, code
     np.testing.assert_array_equal(decoded, expected)
     np.testing.assert_array_equal(np.asarray(plain.decompress(data)), expected)  # any CoD-Lite codec reads v4
     # the decode's block colours are the original's (the random model's own are not)
-    own = chroma.block_means(np.asarray(plain.decompress(plain.compress(img))), 32) @ chroma._RGB_TO_CBCR.T
-    fixed = chroma.block_means(decoded, 32) @ chroma._RGB_TO_CBCR.T
+    own = chroma.block_means(np.asarray(plain.decompress(plain.compress(img))), 32) @ chroma.RGB_TO_CBCR.T
+    fixed = chroma.block_means(decoded, 32) @ chroma.RGB_TO_CBCR.T
     want = chroma.measure(img, 32).cbcr
     assert np.abs(fixed - want).mean() < 0.25 * np.abs(own - want).mean()
 

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from cod.train.run import StepSampler, load_config, model_config, train
-from tests.conftest import TRAIN_PHOTOS
+from tests.conftest import ROOT, TRAIN_PHOTOS
 
 
 def _cfg(name, tmp_path, *sets):
@@ -293,6 +293,50 @@ def test_chroma_loss_sees_colour_casts_not_luma_detail():
     assert chroma_loss(grey, x) > 0.01
     # a luminance-only change (equal shift of R, G and B) costs nothing
     assert chroma_loss(x + 0.1, x) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_chroma_corrected_is_the_codec_correction_in_torch():
+    """loss.chroma_block trains on the decode as .cod v4 files correct it: the torch form
+    equals cod.chroma.apply (up to its final rounding), passes gradients, and checks sizes."""
+    import numpy as np
+    from PIL import Image
+
+    from cod import chroma
+    from cod.train.losses import chroma_corrected
+
+    img = np.asarray(Image.open(ROOT / "cod" / "samples" / "parrots.png").convert("RGB"))[:256, :384]
+    rng = np.random.default_rng(0)
+    dec = np.clip(img.astype(int) + rng.integers(-40, 40, (1, 1, 3)) + rng.normal(0, 5, img.shape), 0, 255).astype(np.uint8)
+    want = chroma.apply(dec, chroma.measure(img, 64, 4)).astype(float)
+    as_t = lambda a: torch.from_numpy(a.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]  # noqa: E731
+    rec = as_t(dec).requires_grad_(True)
+    out = chroma_corrected(rec, as_t(img), 64)
+    got = np.clip(np.rint((out[0].detach().permute(1, 2, 0).numpy() + 1) * 127.5), 0, 255)
+    assert np.abs(got - want).max() <= 1 and np.mean(got != want) < 1e-3
+    out.sum().backward()
+    assert rec.grad is not None and torch.isfinite(rec.grad).all()
+    with pytest.raises(ValueError, match="multiples of 64"):
+        chroma_corrected(rec[..., :100], as_t(img)[..., :100], 64)
+
+
+def test_onestep_losses_see_the_chroma_corrected_decode():
+    from cod.train.lite_module import CoDLiteModule, reconstruction_losses
+    from cod.train.losses import chroma_corrected
+    from tests.conftest import tiny_config
+
+    torch.manual_seed(0)
+    y01 = torch.rand(2, 3, 64, 64)
+    losses = {}
+    for block in (0, 32):
+        torch.manual_seed(1)
+        module = CoDLiteModule(tiny_config("0.0312"), stage="onestep", loss={"chroma_block": block})
+        losses[block], out = reconstruction_losses(module, y01)
+    x = 2 * y01 - 1
+    plain = module.net(y01).reconstruction
+    assert losses[0]["l1"].item() == pytest.approx((plain - x).abs().mean().item(), rel=1e-5)
+    assert torch.allclose(out.reconstruction, chroma_corrected(plain, x, 32), atol=1e-5)
+    assert losses[32]["l1"].item() == pytest.approx((chroma_corrected(plain, x, 32) - x).abs().mean().item(), rel=1e-5)
+    assert losses[32]["l1"] < losses[0]["l1"]  # a random network's colours are wrong: the correction helps
 
 
 def test_discriminator_scales_and_size_check():

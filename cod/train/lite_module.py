@@ -27,7 +27,7 @@ from cod.families import build_network
 from cod.models.lite import CoDLite
 from cod.train.backbones import build_token_backbone
 from cod.train.discriminator import MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
-from cod.train.losses import CodecReconHead, alignment_loss, chroma_loss, map_to_tokens, ms_ssim_loss, projection_mlp
+from cod.train.losses import CodecReconHead, alignment_loss, chroma_corrected, chroma_loss, map_to_tokens, ms_ssim_loss, projection_mlp
 
 DEFAULT_LOSS: dict[str, Any] = {
     # stage I (CoD-Lite spec §4.2)
@@ -46,6 +46,9 @@ DEFAULT_LOSS: dict[str, Any] = {
     "perceptual_weight": 1.0,
     "color": 0.0,  # chroma L1 on thumbnails (the small recipe; not in the papers)
     "color_scale": 8,
+    # train on the decode as the codec's chroma side information corrects it (cod.chroma; the
+    # block side in pixels, 0: off); the small recipe, not in the papers
+    "chroma_block": 0,
 }
 
 
@@ -81,6 +84,8 @@ def reconstruction_losses(module: pl.LightningModule, y01: torch.Tensor) -> tupl
     c = module.loss_cfg
     x = 2 * y01 - 1
     out = module.net(y01, return_features=module.backbone is not None)
+    if c.get("chroma_block"):  # every term (and the discriminator) sees the corrected decode
+        out.reconstruction = chroma_corrected(out.reconstruction, x, int(c["chroma_block"]))
     rec = out.reconstruction
     losses = {"l1": (rec - x).abs().mean(), "vq": out.vq_loss}
     if c["perceptual"] == "lpips":

@@ -6,6 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cod.chroma import CBCR_TO_RGB, RGB_TO_CBCR, max_level
+from cod.chroma import DEFAULT_STEP as CHROMA_STEP
+
 
 def projection_mlp(in_dim: int, out_dim: int, hidden: int | None = None) -> nn.Sequential:
     """REPA projector: Linear-SiLU-Linear-SiLU-Linear (384 -> 384 -> 384 -> 768 officially)."""
@@ -51,8 +54,28 @@ def ms_ssim_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1 - ssim(p, t, data_range=1.0)
 
 
-# ITU-R BT.601 chroma rows (Cb, Cr) of the RGB -> YCbCr matrix, for images in [-1, 1]
-_CHROMA = ((-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+# ITU-R BT.601 chroma rows (Cb, Cr) of the RGB -> YCbCr matrix (rows sum to 0: the same for images in [-1, 1])
+_CHROMA = tuple(map(tuple, RGB_TO_CBCR.tolist()))
+
+
+def chroma_corrected(rec: torch.Tensor, target: torch.Tensor, block: int, step: int = CHROMA_STEP) -> torch.Tensor:
+    """What the codec's chroma side information (cod.chroma, .cod v4) does to a decode, in torch
+    and differentiable, for (B, 3, H, W) images in [-1, 1] with sides multiples of ``block``:
+    ``rec``'s block-mean Cb/Cr moved to ``target``'s, quantised with ``step`` on the 0..255
+    scale, the difference interpolated bilinearly between block centres (as cod.chroma.apply,
+    before its rounding). Training on the corrected decode spends nothing on block colour."""
+    if rec.shape[-2] % block or rec.shape[-1] % block:
+        raise ValueError(f"chroma_corrected needs sides that are multiples of {block}, got {tuple(rec.shape[-2:])}")
+    to_cbcr = rec.new_tensor(RGB_TO_CBCR, dtype=torch.float32)
+    to_rgb = rec.new_tensor(CBCR_TO_RGB, dtype=torch.float32)
+    scale = 127.5  # [-1, 1] -> 0..255 (the rows sum to 0, so the offset drops out)
+    mean_rec = torch.einsum("kc,bchw->bkhw", to_cbcr, F.avg_pool2d(rec.float(), block)) * scale
+    with torch.no_grad():
+        mean_tgt = torch.einsum("kc,bchw->bkhw", to_cbcr, F.avg_pool2d(target.float(), block)) * scale
+        m = max_level(step)
+        want = torch.clamp(torch.round(mean_tgt / step), -m, m) * step
+    delta = torch.einsum("ck,bkhw->bchw", to_rgb, want - mean_rec) / scale
+    return rec + F.interpolate(delta, size=rec.shape[-2:], mode="bilinear", align_corners=False).to(rec.dtype)
 
 
 def chroma_loss(pred: torch.Tensor, target: torch.Tensor, scale: int = 8) -> torch.Tensor:
