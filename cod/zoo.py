@@ -205,6 +205,7 @@ RETIRED_MODELS: dict[tuple[int, int, int], str] = {
     (8, 8, 0x685A): "codlite-small-0.125 v1 (cod 0.1, commit 64e5a09: `git show 64e5a09:cod/weights/codlite-small-0.125.safetensors > old.safetensors`)",
     (16, 8, 0x7EE8): "codlite-small-0.0312 v2 (commit 6590540: `git show 6590540:cod/weights/codlite-small-0.0312.safetensors > old.safetensors`)",
     (8, 8, 0x71F3): "codlite-small-0.125 v2 (g125, before its longer GAN phase; commit e227f7c: `git show e227f7c:cod/weights/codlite-small-0.125.safetensors > old.safetensors`)",
+    (16, 8, 0xE302): "codlite-small-0.0312 v2c (g0c, before its longer GAN phase; commit 351f611: `git show 351f611:cod/weights/codlite-small-0.0312.safetensors > old.safetensors`)",
 }
 
 

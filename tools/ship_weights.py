@@ -39,6 +39,7 @@ def main() -> None:
     if args.check:
         image = read_image(args.check)
         ref = load(weights=args.weights)  # the file as trained (and its index prior, if any)
+        ref.config["chroma_block"] = config.get("chroma_block", 0)  # the same colour side information: compare the weights alone
         shipped = load(weights=out)
         a = np.asarray(ref.decompress(ref.compress(image))).astype(int)
         b = np.asarray(shipped.decompress(shipped.compress(image))).astype(int)
