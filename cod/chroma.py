@@ -46,7 +46,7 @@ RGB_TO_CBCR = np.array([[-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]
 CBCR_TO_RGB = np.array([[0.0, 1.402], [-0.344136, -0.714136], [1.772, 0.0]])
 #: Ratios of the two-sided geometric tables, as numerators over 2**16 (fixed integers).
 _RATIOS = tuple(round(r * 65536) for r in (0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.62, 0.68, 0.73, 0.78, 0.82, 0.86, 0.89, 0.92, 0.95, 0.97))
-_STRIP_ROWS = 256  # image rows handled at once when measuring and correcting (bounds memory)
+_STRIP_ROWS = 256  # image rows corrected at once (bounds memory)
 
 
 @dataclass(frozen=True)
@@ -120,12 +120,9 @@ def _predict(levels: np.ndarray, i: int, j: int) -> int:
 
 
 def _residuals(levels: np.ndarray) -> np.ndarray:
-    """Prediction residuals of one channel (vectorised MED)."""
-    p = np.pad(levels, ((1, 0), (1, 0)))
-    a, b, c = p[1:, :-1], p[:-1, 1:], p[:-1, :-1]
-    lo, hi = np.minimum(a, b), np.maximum(a, b)
-    pred = np.where(c >= hi, lo, np.where(c <= lo, hi, a + b - c))
-    return levels - pred
+    """Prediction residuals of one channel, with the decoder's own :func:`_predict`."""
+    h, w = levels.shape
+    return np.array([[int(levels[i, j]) - _predict(levels, i, j) for j in range(w)] for i in range(h)], dtype=np.int64).reshape(h, w)
 
 
 def _model(ratio_class: int, radius: int):

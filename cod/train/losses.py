@@ -54,10 +54,6 @@ def ms_ssim_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1 - ssim(p, t, data_range=1.0)
 
 
-# ITU-R BT.601 chroma rows (Cb, Cr) of the RGB -> YCbCr matrix (rows sum to 0: the same for images in [-1, 1])
-_CHROMA = tuple(map(tuple, RGB_TO_CBCR.tolist()))
-
-
 def chroma_corrected(rec: torch.Tensor, target: torch.Tensor, block: int, step: int = CHROMA_STEP) -> torch.Tensor:
     """What the codec's chroma side information (cod.chroma, .cod v4) does to a decode, in torch
     and differentiable, for (B, 3, H, W) images in [-1, 1] with sides multiples of ``block``:
@@ -84,7 +80,7 @@ def chroma_loss(pred: torch.Tensor, target: torch.Tensor, scale: int = 8) -> tor
     Not in the papers: at ~0.03 bpp an L1/MS-SSIM-trained decoder finds that grey is the
     cheapest guess for an uncertain colour; on a thumbnail the colour is certain, so this
     term pays for keeping it (docs/models.md, the small recipe's ablation)."""
-    w = pred.new_tensor(_CHROMA)
+    w = pred.new_tensor(RGB_TO_CBCR)  # BT.601 Cb/Cr rows; they sum to 0, so the same for images in [-1, 1]
     if scale > 1:
         pred, target = F.avg_pool2d(pred.float(), scale, ceil_mode=True), F.avg_pool2d(target.float(), scale, ceil_mode=True)
     cp = torch.einsum("kc,bchw->bkhw", w.float(), pred.float())
