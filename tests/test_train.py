@@ -339,6 +339,44 @@ def test_onestep_losses_see_the_chroma_corrected_decode():
     assert losses[32]["l1"] < losses[0]["l1"]  # a random network's colours are wrong: the correction helps
 
 
+def test_grid_loss_sees_a_fixed_pattern_not_content_or_sharpness():
+    """loss.grid: zero on the target, small for content-free changes (noise, a global
+    brightness shift, uniform blur), large for a pattern repeating with the 16-px patch;
+    gradients flow; too-small images are refused."""
+    from cod.train.losses import grid_loss
+
+    torch.manual_seed(0)
+    x = torch.nn.functional.avg_pool2d(torch.rand(4, 3, 132, 132), 5, 1) * 2 - 1  # smooth-ish, 128 px
+    assert grid_loss(x, x) == 0
+    pattern = torch.zeros(1, 3, 16, 16)
+    pattern[..., 15, :] = pattern[..., :, 15] = 0.05  # a faint line on every patch border
+    gridded = (x + pattern.repeat(1, 1, 8, 8)).requires_grad_(True)
+    with_grid = grid_loss(gridded, x)
+    assert with_grid > 0.2
+    for other in (x + 0.02 * torch.randn_like(x), x + 0.1, 0.5 * x):
+        assert grid_loss(other, x) < with_grid / 4
+    with_grid.backward()
+    assert gridded.grad is not None and torch.isfinite(gridded.grad).all()
+    with pytest.raises(ValueError, match="at least 32x32"):
+        grid_loss(x[..., :20, :20], x[..., :20, :20])
+
+
+def test_onestep_losses_carry_the_grid_term_when_weighted():
+    from cod.train.lite_module import CoDLiteModule, reconstruction_losses
+    from cod.train.losses import grid_loss
+    from tests.conftest import tiny_config
+
+    y01 = torch.rand(2, 3, 64, 64)
+    torch.manual_seed(1)
+    off = CoDLiteModule(tiny_config("0.0312"), stage="onestep")
+    assert "grid" not in reconstruction_losses(off, y01)[0]
+    torch.manual_seed(1)
+    on = CoDLiteModule(tiny_config("0.0312"), stage="onestep", loss={"grid": 0.5})
+    losses, out = reconstruction_losses(on, y01)
+    assert losses["grid"].item() == pytest.approx(grid_loss(out.reconstruction, 2 * y01 - 1).item(), rel=1e-6)
+    assert on._weights()["grid"] == 0.5
+
+
 def test_discriminator_scales_and_size_check():
     from cod.train.discriminator import MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
 

@@ -27,7 +27,7 @@ from cod.families import build_network
 from cod.models.lite import CoDLite
 from cod.train.backbones import build_token_backbone
 from cod.train.discriminator import MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
-from cod.train.losses import CodecReconHead, alignment_loss, chroma_corrected, chroma_loss, map_to_tokens, ms_ssim_loss, projection_mlp
+from cod.train.losses import CodecReconHead, alignment_loss, chroma_corrected, chroma_loss, grid_loss, map_to_tokens, ms_ssim_loss, projection_mlp
 
 DEFAULT_LOSS: dict[str, Any] = {
     # stage I (CoD-Lite spec §4.2)
@@ -49,6 +49,10 @@ DEFAULT_LOSS: dict[str, Any] = {
     # train on the decode as the codec's chroma side information corrects it (cod.chroma; the
     # block side in pixels, 0: off); the small recipe, not in the papers
     "chroma_block": 0,
+    # fixed-pattern penalty against the token grid (cod.train.losses.grid_loss; the small
+    # recipe, not in the papers): weight, and the period in pixels (the network's patch size)
+    "grid": 0.0,
+    "grid_period": 16,
 }
 
 
@@ -94,6 +98,8 @@ def reconstruction_losses(module: pl.LightningModule, y01: torch.Tensor) -> tupl
         losses["perceptual"] = ms_ssim_loss(rec, x)
     if c.get("color"):
         losses["color"] = chroma_loss(rec, x, int(c["color_scale"]))
+    if c.get("grid"):
+        losses["grid"] = grid_loss(rec, x, int(c["grid_period"]))
     if module.backbone is not None:
         losses["align"] = alignment_loss(module.proj(block_tokens(out.features, c["align_block"])), module.backbone(y01))
     return losses, out
@@ -246,7 +252,7 @@ class CoDLiteModule(pl.LightningModule):
         c = self.loss_cfg
         if self.stage == "pretrain":
             return {"fm": c["fm"], "codec_recon": c["codec_recon"], "align": c["align"], "codec_align": c["codec_align"], "vq": c["vq"], "one_step": c["one_step"]}
-        return {"l1": c["l1"], "perceptual": c["perceptual_weight"], "align": c["align"], "vq": c["vq"], "color": c["color"]}
+        return {"l1": c["l1"], "perceptual": c["perceptual_weight"], "align": c["align"], "vq": c["vq"], "color": c["color"], "grid": c["grid"]}
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         if self.adv is not None:
