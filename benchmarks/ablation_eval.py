@@ -28,9 +28,7 @@ from cod.eval.speed import cpu_model
 def evaluate(weights: str, images, suite: MetricSuite, chroma_block: int | None = None) -> dict:
     import cod
 
-    codec = cod.load(weights=weights)
-    if chroma_block is not None:  # evaluate as if the weights' config said so (cod.chroma)
-        codec.config["chroma_block"] = chroma_block
+    codec = cod.load(weights=weights, chroma=True if chroma_block is None else chroma_block)  # an int: that block side (cod.chroma)
     suite.reset()
     sizes, counts, n_idx = [], None, 0
     t0 = time.time()

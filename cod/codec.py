@@ -280,7 +280,7 @@ class CoDLiteCodec(IndexCodec):
     pad_mode: str = "replicate"
     prior: IndexPrior | None = None  # the weights' index prior (cod.entropy); None: v1 files only
     entropy: bool = True  # write .cod v2 when there is a prior
-    chroma: bool = True  # write chroma side information (.cod v4) when the config has a chroma_block
+    chroma: bool | int = True  # chroma side information (.cod v4): True: the config's chroma_block; an int: that block side; False/0: none
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # largest image a file may claim (cod.limits)
     max_memory: int | None = DEFAULT_MAX_MEMORY  # working-memory budget of a decode, bytes
     precision: str = "fast"  # fast (chosen at run time), bf16, or fp32 (faithful): cod.inference
@@ -295,6 +295,8 @@ class CoDLiteCodec(IndexCodec):
         self.model.set_attention(windowed=True)
         if not self.model.time_folded:
             self.model.fold_time_modulation(0.0)
+        if not isinstance(self.chroma, bool) and self.chroma and not chroma_info.MIN_BLOCK <= int(self.chroma) <= chroma_info.MAX_BLOCK:
+            raise ValueError(f"chroma block must be in {chroma_info.MIN_BLOCK}..{chroma_info.MAX_BLOCK} pixels, got {self.chroma}")
         self.model_tag = self._tag()
         self._engine: tuple[tuple[PrecisionPlan, bool], FaithfulCoDLite | FastCoDLite] | None = None
         self.plan  # check the precision now
@@ -306,8 +308,11 @@ class CoDLiteCodec(IndexCodec):
     @property
     def chroma_block(self) -> int:
         """Block side of the chroma side information ``compress`` writes (cod.chroma): the
-        config's ``chroma_block`` (the shipped small models: 64) while ``chroma`` is on; 0: none."""
-        return int(self.config.get("chroma_block", 0)) if self.chroma else 0
+        config's ``chroma_block`` (the shipped small models: 64) while ``chroma`` is True, the
+        block side ``chroma`` gives when it is an int; 0: none."""
+        if isinstance(self.chroma, bool):
+            return int(self.config.get("chroma_block", 0)) if self.chroma else 0
+        return int(self.chroma)
 
     @property
     def plan(self) -> PrecisionPlan:

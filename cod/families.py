@@ -272,7 +272,7 @@ def load(
     unsafe_pickle: bool = False,
     family: str | Sequence[str] | None = None,
     entropy: bool = True,
-    chroma: bool = True,
+    chroma: bool | int = True,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_memory: int | None = DEFAULT_MAX_MEMORY,
     max_steps: int | None = DEFAULT_MAX_STEPS,
@@ -286,7 +286,8 @@ def load(
     ``entropy``: write .cod v2 (range-coded indices) when the weights carry an index prior;
     False writes v1. Files of either version decode either way. ``chroma``: CoD-Lite models
     whose config has a ``chroma_block`` (the shipped small ones) write the original's coarse
-    colour beside the indices (.cod v4, cod.chroma); False leaves it out. ``max_pixels``, ``max_memory``
+    colour beside the indices (.cod v4, cod.chroma); False leaves it out; an int N stores it
+    in N-pixel blocks whatever the config says (CoD-Lite). ``max_pixels``, ``max_memory``
     (bytes) and, for CoD models, ``max_steps`` are the decoding limits (cod.limits; None: no
     limit), checked from a file's header before anything is allocated; CoD-Lite sizes its
     tiles from ``max_memory``. ``precision`` (fast, bf16, fp32: cod.inference) and

@@ -215,6 +215,16 @@ def test_chroma_off_and_official_format_write_indices_only(chroma_codec, chroma_
         chroma_codec.write_file(np.zeros(16, np.int64), 64, 64, "official", chroma=b"\x40\x04\x00")
 
 
+def test_chroma_block_given_as_an_int_overrides_the_config(chroma_weights):
+    """cod.load(chroma=N): N-pixel blocks whatever the config says (benchmarks, tools/ship_weights);
+    a block outside cod.chroma's range is refused when the codec is made."""
+    img = smooth_image(100, 140, seed=3)
+    c16 = cod.load(weights=chroma_weights, chroma=16)
+    assert c16.chroma_block == 16 and bs.read_cod(c16.compress(img)).chroma[0] == 16
+    with pytest.raises(ValueError, match="chroma block must be in"):
+        cod.load(weights=chroma_weights, chroma=1000)
+
+
 def test_chroma_file_with_corrupt_side_information_is_refused(chroma_codec):
     import dataclasses
 

@@ -38,8 +38,8 @@ def main() -> None:
     print(f"{args.weights} -> {out} ({out.stat().st_size / 1e6:.2f} MB, {args.dtype})")
     if args.check:
         image = read_image(args.check)
-        ref = load(weights=args.weights)  # the file as trained (and its index prior, if any)
-        ref.config["chroma_block"] = config.get("chroma_block", 0)  # the same colour side information: compare the weights alone
+        # the file as trained (and its index prior, if any), with the same colour side information: compare the weights alone
+        ref = load(weights=args.weights, chroma=int(config.get("chroma_block", 0)))
         shipped = load(weights=out)
         a = np.asarray(ref.decompress(ref.compress(image))).astype(int)
         b = np.asarray(shipped.decompress(shipped.compress(image))).astype(int)
