@@ -202,6 +202,21 @@ def test_plot_png(results, tmp_path):
         plot_rd(results, tmp_path / "x.png", metrics=["foo"])
 
 
+def test_plot_joins_curves_of_one_codec_from_separate_runs(tmp_path):
+    """jpeg2000 benched at 0.1 in one run and at 0.025 in another is one curve, in bpp order;
+    delta-e has a panel; a metric one run lacks is None at its points."""
+    from cod.eval.plot import merge_curves
+
+    hi = {"name": "jpeg2000", "results": {"bpp": [0.1], "psnr-rgb": [26.0], "delta-e": [4.7]}}
+    lo = {"name": "jpeg2000", "results": {"bpp": [0.025], "psnr-rgb": [22.4]}}
+    ours = {"name": "ours", "results": {"bpp": [0.026], "psnr-rgb": [20.5], "delta-e": [9.2]}}
+    merged = merge_curves([hi, ours, lo])
+    assert [c["name"] for c in merged] == ["jpeg2000", "ours"]
+    assert merged[0]["results"] == {"bpp": [0.025, 0.1], "psnr-rgb": [22.4, 26.0], "delta-e": [None, 4.7]}
+    out = plot_rd([hi, ours, lo], tmp_path / "de.png", metrics=["delta-e"])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_docs_show_the_schema_in_use():
     """docs/evaluation.md prints RESULTS_SCHEMA verbatim (regenerate the block when the schema changes)."""
     from cod.eval.schema import RESULTS_SCHEMA

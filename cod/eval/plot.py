@@ -14,6 +14,7 @@ from cod.image_io import atomic_write_bytes
 PLOT_METRICS: dict[str, str] = {
     "psnr-rgb": "PSNR-RGB [dB]",
     "ms-ssim-rgb": "MS-SSIM (RGB)",
+    "delta-e": "CIEDE2000 ΔE",
     "lpips": "LPIPS-Alex",
     "lpips-vgg": "LPIPS-VGG",
     "dists": "DISTS",
@@ -44,6 +45,26 @@ def _has_values(results: Sequence[Mapping[str, Any]], metric: str) -> bool:
     return any(v is not None for r in results for v in _values(r, metric))
 
 
+def merge_curves(curves: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Curves with the same ``name`` (one codec benched at several targets in separate runs,
+    e.g. ``--bpp 0.025`` in one folder and ``--bpp 0.1`` in another) joined into one curve,
+    points in bpp order; a metric one run lacks is None at its points. Order of first
+    appearance is kept; ``meta`` is the first curve's."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for j, c in enumerate(curves):
+        groups.setdefault(str(c.get("name", f"curve {j}")), []).append(c)
+    out = []
+    for name, group in groups.items():
+        if len(group) == 1:
+            out.append(dict(group[0]))
+            continue
+        keys = [k for k in PLOT_METRICS if any(k in c["results"] for c in group)]
+        points = sorted(((b, {k: _values(c, k)[i] for k in keys}) for c in group for i, b in enumerate(c["results"]["bpp"])), key=lambda p: p[0])
+        results = {"bpp": [b for b, _ in points], **{k: [v[k] for _, v in points] for k in keys}}
+        out.append({**group[0], "name": name, "results": results})
+    return out
+
+
 def plot_rd(
     results: Sequence[Mapping[str, Any]],
     out_path: str | Path,
@@ -51,7 +72,8 @@ def plot_rd(
     log_x: bool = True,
     title: str | None = None,
 ) -> Path:
-    """Plot every results dict as one curve per panel (bpp on x) and save a PNG.
+    """Plot every results dict as one curve per panel (bpp on x) and save a PNG; curves with
+    the same name are joined first (:func:`merge_curves`).
 
     ``metrics`` defaults to every metric that has values in some curve; FID/KID panels name
     their patch size. Returns the written path.
@@ -61,7 +83,7 @@ def plot_rd(
 
     if not results:
         raise CodError("nothing to plot: no results given")
-    results = [read_curve(r) for r in results]
+    results = merge_curves([read_curve(r) for r in results])
     wanted = list(metrics) if metrics is not None else [m for m in PLOT_METRICS if _has_values(results, m)]
     unknown = [m for m in wanted if m not in PLOT_METRICS]
     if unknown:
