@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cod.errors import CodError
+from cod.models.condition import nearest_codes
 from cod.models.lite import CoDLite
 from cod.nn.conv_blocks import AttnBlock, Downsample, ResnetBlock
 from cod.zoo import PRECISIONS
@@ -552,18 +553,10 @@ def _mixed_encoder(encoder: nn.Module, dtype: torch.dtype, stream: torch.dtype, 
     return m
 
 
-def nearest_indices(z: torch.Tensor, codebook: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
-    """argmin_k |z|^2 + |e_k|^2 - 2 z.e_k in float32 (first minimum), (1, h*w), row chunks:
-    the distance matrix of an 8K image at ds 4 would be 2 GB (VectorQuantizer.indices)."""
+def nearest_indices(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """(1, C, h, w) latent -> (1, h*w) nearest-code indices (cod.models.condition.nearest_codes)."""
     b, c, h, w = z.shape
-    flat = z.permute(0, 2, 3, 1).reshape(-1, c).float()
-    e = codebook.float()
-    e2 = e.pow(2).sum(1)[None]
-    out = torch.empty(flat.shape[0], dtype=torch.int64, device=z.device)
-    for lo in range(0, flat.shape[0], chunk):
-        f = flat[lo : lo + chunk]
-        out[lo : lo + chunk] = (f.pow(2).sum(1, keepdim=True) + e2 - 2 * f @ e.t()).argmin(1)
-    return out.view(b, h * w)
+    return nearest_codes(z.permute(0, 2, 3, 1).reshape(-1, c), codebook)[0].view(b, h * w)
 
 
 __all__ = ["PRECISIONS", "ENCODER_PRECISIONS", "PrecisionPlan", "resolve_precision", "cpu_native_bf16", "FastCoDLite", "FaithfulCoDLite", "nearest_indices", "TOKEN_CHUNK"]

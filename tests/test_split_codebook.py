@@ -10,6 +10,7 @@ from PIL import Image
 
 from cod.checkpoint import read_weights, save_weights
 from cod.families import build_network
+from cod.models.condition import nearest_codes
 from tests.conftest import tiny_config
 
 spec = importlib.util.spec_from_file_location("split_codebook", Path(__file__).resolve().parents[1] / "tools" / "split_codebook.py")
@@ -32,8 +33,8 @@ def test_split_finds_the_sub_clusters_and_keeps_unused_codes():
     z, old = _clusters()
     new = split_codebook.split_codebook(z, old, 4, iters=10, seed=0)
     assert new.shape == (16, 2)
-    _, d_old = split_codebook.nearest(z, old)
-    _, d_new = split_codebook.nearest(z, new)
+    _, d_old = nearest_codes(z, old)
+    _, d_new = nearest_codes(z, new)
     assert d_new.mean() < 0.05 * d_old.mean()  # 2.0 -> ~0.005: every sub-cluster got its own code
     assert torch.equal(new[12:], old[3].expand(4, 2))  # an unused code's children copy it
 
@@ -42,14 +43,14 @@ def test_children_start_inside_their_parents_cell():
     z, old = _clusters(1)
     new = split_codebook.split_codebook(z, old, 4, iters=0, seed=0)
     assert torch.equal(new[::4], old)  # child 0 is the parent
-    parent_of_child, _ = split_codebook.nearest(new, old)
+    parent_of_child, _ = nearest_codes(new, old)
     assert torch.equal(parent_of_child, torch.arange(4).repeat_interleave(4))
 
 
-def test_nearest_matches_the_quantizer():
+def test_nearest_codes_matches_cdist_in_chunks():
     torch.manual_seed(0)
     z, cb = torch.randn(1000, 8), torch.randn(64, 8)
-    idx, dist = split_codebook.nearest(z, cb, chunk=77)
+    idx, dist = nearest_codes(z, cb, chunk=77)
     assert torch.equal(idx, torch.cdist(z, cb).argmin(1))
     assert torch.allclose(dist, torch.cdist(z, cb).min(1).values.pow(2), atol=1e-4)
 

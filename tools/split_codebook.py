@@ -28,6 +28,7 @@ from cod.entropy import split_prior
 from cod.errors import CodError
 from cod.families import build_network
 from cod.image_io import read_image
+from cod.models.condition import nearest_codes
 from cod.priors import training_images
 
 def encoder_outputs(net, files: list[Path], crop: int, per_image: int, seed: int) -> torch.Tensor:
@@ -48,24 +49,11 @@ def encoder_outputs(net, files: list[Path], crop: int, per_image: int, seed: int
     return torch.cat(out)
 
 
-def nearest(z: torch.Tensor, codebook: torch.Tensor, chunk: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index of the nearest code (first minimum) and the squared distance, in chunks."""
-    e2 = codebook.pow(2).sum(1)
-    idx, dist = [], []
-    for lo in range(0, z.shape[0], chunk):
-        part = z[lo : lo + chunk]
-        d = part.pow(2).sum(1, keepdim=True) + e2[None] - 2 * part @ codebook.t()
-        m = d.min(1)
-        idx.append(m.indices)
-        dist.append(m.values.clamp_min(0))
-    return torch.cat(idx), torch.cat(dist)
-
-
 def split_codebook(z: torch.Tensor, old: torch.Tensor, factor: int, iters: int, seed: int) -> torch.Tensor:
     """(K*factor, C) codebook: children k*factor + j of old code k, k-means++ seeded in its cell,
     then Lloyd iterations on all of ``z``; children of unused codes (and empty cells) copy it."""
     g = torch.Generator().manual_seed(seed)
-    assign, _ = nearest(z, old)
+    assign, _ = nearest_codes(z, old)
     new = old.repeat_interleave(factor, 0).clone()
     for k in range(old.shape[0]):
         cell = z[assign == k]
@@ -77,7 +65,7 @@ def split_codebook(z: torch.Tensor, old: torch.Tensor, factor: int, iters: int, 
             new[k * factor + j] = cell[pick]
             d = torch.minimum(d, (cell - cell[pick]).pow(2).sum(1))
     for _ in range(iters):
-        assign, _ = nearest(z, new)
+        assign, _ = nearest_codes(z, new)
         sums = torch.zeros_like(new).index_add_(0, assign, z)
         counts = torch.bincount(assign, minlength=new.shape[0])
         used = counts > 0
@@ -113,9 +101,9 @@ def main() -> None:
     key = "condition.quantizer.codebook.weight"
     old = state[key].float()
     z = encoder_outputs(net, files, args.crop, args.per_image, args.seed)
-    _, d_old = nearest(z, old)
+    _, d_old = nearest_codes(z, old)
     new = split_codebook(z, old, 2 ** (args.bits - old_bits), args.iters, args.seed)
-    assign, d_new = nearest(z, new)
+    assign, d_new = nearest_codes(z, new)
     state[key] = new
     save_weights(args.output, state, {**config, "codebook_bits": args.bits})
     var = (z - z.mean(0)).pow(2).sum(1).mean()
