@@ -35,10 +35,10 @@ def measure(model: str, images) -> list[dict]:
     ids, orig, dec = [], [], []
     for _name, a in images:
         data = codec.compress(a)
-        idx, *_ = codec.parse(data)
-        idx = np.asarray(idx)
-        side = int(round((a.shape[0] * a.shape[1] / idx.size) ** 0.5))  # pixels per index along a side
-        ids.append(idx.ravel())
+        idx, height, width, (h, w) = codec.parse(data)
+        side = codec.ds  # pixels per index along a side
+        # blocks wholly inside the image (the padded edge's indices, if any, are left out)
+        ids.append(np.asarray(idx).reshape(h, w)[: height // side, : width // side].ravel())
         orig.append(block_means(a, side))
         dec.append(block_means(np.asarray(codec.decompress(data)), side))
     ids, orig, dec = np.concatenate(ids), np.concatenate(orig), np.concatenate(dec)
