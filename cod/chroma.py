@@ -107,22 +107,28 @@ def _table(ratio: int, radius: int) -> np.ndarray:
     return table
 
 
-def _predict(levels: np.ndarray, i: int, j: int) -> int:
-    """LOCO-I median edge detector on one channel (0 outside the grid)."""
-    a = int(levels[i, j - 1]) if j else 0
-    b = int(levels[i - 1, j]) if i else 0
-    c = int(levels[i - 1, j - 1]) if i and j else 0
-    if c >= max(a, b):
-        return min(a, b)
-    if c <= min(a, b):
-        return max(a, b)
-    return a + b - c
+def _med(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """LOCO-I median edge detector: the prediction from the left (a), upper (b) and upper-left
+    (c) levels, element-wise. The one predictor of both sides (encoder and decoder)."""
+    return np.where(c >= np.maximum(a, b), np.minimum(a, b), np.where(c <= np.minimum(a, b), np.maximum(a, b), a + b - c))
 
 
 def _residuals(levels: np.ndarray) -> np.ndarray:
-    """Prediction residuals of one channel, with the decoder's own :func:`_predict`."""
-    h, w = levels.shape
-    return np.array([[int(levels[i, j]) - _predict(levels, i, j) for j in range(w)] for i in range(h)], dtype=np.int64).reshape(h, w)
+    """Prediction residuals of one channel (0 outside the grid)."""
+    p = np.pad(levels.astype(np.int64), ((1, 0), (1, 0)))
+    return levels.astype(np.int64) - _med(p[1:, :-1], p[:-1, 1:], p[:-1, :-1])
+
+
+def _reconstruct(res: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_residuals`, one anti-diagonal at a time: every level on diagonal
+    i + j = d depends only on diagonals d - 1 and d - 2, so each is one vector step."""
+    nh, nw = res.shape
+    p = np.zeros((nh + 1, nw + 1), dtype=np.int64)  # row/column 0: outside the grid
+    for d in range(nh + nw - 1):
+        i = np.arange(max(0, d - nw + 1), min(nh, d + 1))
+        j = d - i
+        p[i + 1, j + 1] = _med(p[i + 1, j], p[i, j + 1], p[i, j]) + res[i, j]
+    return p[1:, 1:]
 
 
 def _model(ratio_class: int, radius: int):
@@ -185,10 +191,7 @@ def decode(payload: bytes, height: int, width: int) -> ChromaInfo:
         dec = constriction.stream.queue.RangeDecoder(words)
         for k, c in enumerate((classes >> 4, classes & 15)):
             res = np.asarray(dec.decode(_model(c, radius), n), dtype=np.int64).reshape(nh, nw) - radius
-            lv = levels[..., k]
-            for i in range(nh):
-                for j in range(nw):
-                    lv[i, j] = _predict(lv, i, j) + res[i, j]
+            levels[..., k] = _reconstruct(res)
     except Exception as exc:  # constriction's complaint about invalid compressed data
         raise BitstreamError(f"corrupt chroma side information ({exc})") from None
     if np.abs(levels).max(initial=0) > m:

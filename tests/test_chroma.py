@@ -74,6 +74,26 @@ def test_payload_is_pinned():
 PINNED = "4004888ccd225fa72b0c72"
 
 
+def test_predictor_is_loco_i_and_the_wavefront_inverts_it():
+    """_med is LOCO-I's median edge detector (checked against its scalar definition on every
+    ordering of a, b, c); the decoder's anti-diagonal reconstruction inverts the encoder's
+    residuals on grids of any shape."""
+    def scalar(a, b, c):
+        if c >= max(a, b):
+            return min(a, b)
+        if c <= min(a, b):
+            return max(a, b)
+        return a + b - c
+
+    vals = np.array([-3, 0, 2, 5])
+    a, b, c = (x.ravel() for x in np.meshgrid(vals, vals, vals, indexing="ij"))
+    assert list(chroma._med(a, b, c)) == [scalar(*t) for t in zip(a.tolist(), b.tolist(), c.tolist())]
+    rng = np.random.default_rng(0)
+    for shape in ((1, 1), (1, 7), (6, 1), (5, 9), (12, 4)):
+        levels = rng.integers(-60, 61, shape)
+        np.testing.assert_array_equal(chroma._reconstruct(chroma._residuals(levels)), levels)
+
+
 def test_tables_are_valid_distributions():
     for ratio in chroma._RATIOS:
         for radius in (2, 64, 256):
