@@ -206,6 +206,7 @@ RETIRED_MODELS: dict[tuple[int, int, int], str] = {
     (16, 8, 0x7EE8): "codlite-small-0.0312 v2 (commit 6590540: `git show 6590540:cod/weights/codlite-small-0.0312.safetensors > old.safetensors`)",
     (8, 8, 0x71F3): "codlite-small-0.125 v2 (g125, before its longer GAN phase; commit e227f7c: `git show e227f7c:cod/weights/codlite-small-0.125.safetensors > old.safetensors`)",
     (16, 8, 0xE302): "codlite-small-0.0312 v2c (g0c, before its longer GAN phase; commit 351f611: `git show 351f611:cod/weights/codlite-small-0.0312.safetensors > old.safetensors`)",
+    (16, 8, 0xFA9F): "codlite-small-0.0312 v2e (g0e, before the grid term; commit a6862e9: `git show a6862e9:cod/weights/codlite-small-0.0312.safetensors > old.safetensors`)",
 }
 
 
