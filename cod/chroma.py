@@ -115,8 +115,9 @@ def _med(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 def _residuals(levels: np.ndarray) -> np.ndarray:
     """Prediction residuals of one channel (0 outside the grid)."""
-    p = np.pad(levels.astype(np.int64), ((1, 0), (1, 0)))
-    return levels.astype(np.int64) - _med(p[1:, :-1], p[:-1, 1:], p[:-1, :-1])
+    levels = levels.astype(np.int64)
+    p = np.pad(levels, ((1, 0), (1, 0)))
+    return levels - _med(p[1:, :-1], p[:-1, 1:], p[:-1, :-1])
 
 
 def _reconstruct(res: np.ndarray) -> np.ndarray:
@@ -142,10 +143,15 @@ def _bits(residuals: np.ndarray, ratio_class: int, radius: int) -> float:
     return float(-np.log2(t[residuals + radius] / TOTAL).sum())
 
 
-def measure(image: np.ndarray, block: int = DEFAULT_BLOCK, step: int = DEFAULT_STEP) -> ChromaInfo:
-    """The side information of an HxWx3 uint8 original (before coding)."""
+def check_block(block: int) -> None:
+    """ValueError unless ``block`` is a block side the payload can carry."""
     if not MIN_BLOCK <= block <= MAX_BLOCK:
         raise ValueError(f"chroma block must be in {MIN_BLOCK}..{MAX_BLOCK} pixels, got {block}")
+
+
+def measure(image: np.ndarray, block: int = DEFAULT_BLOCK, step: int = DEFAULT_STEP) -> ChromaInfo:
+    """The side information of an HxWx3 uint8 original (before coding)."""
+    check_block(block)
     if not 1 <= step <= MAX_STEP:
         raise ValueError(f"chroma step must be in 1..{MAX_STEP}, got {step}")
     cbcr = block_means(image, block) @ RGB_TO_CBCR.T

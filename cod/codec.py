@@ -295,8 +295,8 @@ class CoDLiteCodec(IndexCodec):
         self.model.set_attention(windowed=True)
         if not self.model.time_folded:
             self.model.fold_time_modulation(0.0)
-        if not isinstance(self.chroma, bool) and self.chroma and not chroma_info.MIN_BLOCK <= int(self.chroma) <= chroma_info.MAX_BLOCK:
-            raise ValueError(f"chroma block must be in {chroma_info.MIN_BLOCK}..{chroma_info.MAX_BLOCK} pixels, got {self.chroma}")
+        if not isinstance(self.chroma, bool) and self.chroma:
+            chroma_info.check_block(int(self.chroma))
         self.model_tag = self._tag()
         self._engine: tuple[tuple[PrecisionPlan, bool], FaithfulCoDLite | FastCoDLite] | None = None
         self.plan  # check the precision now

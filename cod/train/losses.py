@@ -92,7 +92,7 @@ def grid_loss(pred: torch.Tensor, target: torch.Tensor, period: int = 16) -> tor
     """Fixed-pattern penalty against a visible ``period``-pixel grid, for (B, C, H, W) images.
 
     Not in the papers. A one-step decoder that paints each token's ``period``-px patch leaves a
-    pattern that repeats with the patch: measured on the shipped 0.0312 model (Kodak-512), the
+    pattern that repeats with the patch: measured on the 0.0312 model g0e (Kodak-512), the
     mean |gradient| at one column phase is 1.31x the average and the per-phase mean error
     spans 13 levels, where photos are flat to a few %. Per position (row mod ``period``,
     column mod ``period``) this compares, over the batch, (a) the mean |horizontal| and
