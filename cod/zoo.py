@@ -207,6 +207,7 @@ RETIRED_MODELS: dict[tuple[int, int, int], str] = {
     (8, 8, 0x71F3): "codlite-small-0.125 v2 (g125, before its longer GAN phase; commit e227f7c: `git show e227f7c:cod/weights/codlite-small-0.125.safetensors > old.safetensors`)",
     (16, 8, 0xE302): "codlite-small-0.0312 v2c (g0c, before its longer GAN phase; commit 351f611: `git show 351f611:cod/weights/codlite-small-0.0312.safetensors > old.safetensors`)",
     (16, 8, 0xFA9F): "codlite-small-0.0312 v2e (g0e, before the grid term; commit a6862e9: `git show a6862e9:cod/weights/codlite-small-0.0312.safetensors > old.safetensors`)",
+    (8, 8, 0x5A58): "codlite-small-0.125 v2b (g125b, before the grid term; commit 351f611: `git show 351f611:cod/weights/codlite-small-0.125.safetensors > old.safetensors`)",
 }
 
 
