@@ -48,6 +48,7 @@ def test_ship_remakes_the_pinned_sample_and_keeps_the_replaced_models_file(tmp_p
     with pytest.raises(SystemExit, match="another model"):
         ship(monkeypatch, str(new), "--name", "tiny-x", "--out", str(tmp_path / "b.safetensors"), "--pinned", str(pinned))
     assert (pinned / "sample.tiny-x.cod").read_bytes() == first
+    assert not list(tmp_path.glob("b*.safetensors"))  # nor are the weights installed
 
     capsys.readouterr()
     ship(monkeypatch, str(new), "--name", "tiny-x", "--out", str(tmp_path / "b.safetensors"), "--pinned", str(pinned), "--retire-as", "v1")

@@ -24,25 +24,35 @@ from cod.families import WEIGHTS_DIR, load
 from cod.image_io import read_image, write_image
 
 
-def remake_pinned(weights: Path, name: str, folder: Path, retire_as: str | None) -> None:
-    """Write folder/sample.NAME.cod and .png from folder/sample.png (fp32 path), keeping an old file of another tag if asked."""
+def pinned_sample(weights: Path, name: str, folder: Path, retire_as: str | None) -> tuple[bytes, np.ndarray, Path | None]:
+    """The pinned sample of ``weights`` (folder/sample.png compressed on the fp32 path, and its
+    decode) and where the pinned file it replaces is to be kept (None: nothing to keep). Refuses,
+    before anything is written, to replace a file of another model without ``retire_as``."""
     codec = load(weights=weights, precision="fp32")
     data = codec.compress(read_image(folder / "sample.png"))
-    new = bitstream.read_cod(data).header
-    cod_path, png_path = folder / f"sample.{name}.cod", folder / f"sample.{name}.png"
+    new_tag = bitstream.read_cod(data).header.model_tag
+    cod_path, keep = folder / f"sample.{name}.cod", None
     if cod_path.exists():
-        old = bitstream.read_cod(cod_path.read_bytes()).header
-        if old.model_tag != new.model_tag:
+        old_tag = bitstream.read_cod(cod_path.read_bytes()).header.model_tag
+        if old_tag != new_tag:
             if retire_as is None:
-                raise SystemExit(f"error: {cod_path} was written by another model (tag {old.model_tag:#06x}); pass --retire-as LABEL to keep it as a retired-model file")
-            kept = folder / f"retired.{name}-{retire_as}.cod"
-            if kept.exists():
-                raise SystemExit(f"error: {kept} exists; choose another --retire-as label")
-            kept.write_bytes(cod_path.read_bytes())
-            print(f"kept {cod_path} as {kept}; add to cod.zoo.RETIRED_MODELS:")
-            print(f'    ({old.ds}, {old.bits}, 0x{old.model_tag:04X}): "{name} {retire_as} (commit ...: `git show ...:cod/weights/{name}.safetensors > old.safetensors`)",')
+                raise SystemExit(f"error: {cod_path} was written by another model (tag {old_tag:#06x}); pass --retire-as LABEL to keep it as a retired-model file")
+            keep = folder / f"retired.{name}-{retire_as}.cod"
+            if keep.exists():
+                raise SystemExit(f"error: {keep} exists; choose another --retire-as label")
+    return data, np.asarray(codec.decompress(data)), keep
+
+
+def write_pinned(name: str, folder: Path, label: str | None, data: bytes, decoded: np.ndarray, keep: Path | None) -> None:
+    cod_path, png_path = folder / f"sample.{name}.cod", folder / f"sample.{name}.png"
+    if keep is not None:
+        old = bitstream.read_cod(cod_path.read_bytes()).header
+        keep.write_bytes(cod_path.read_bytes())
+        print(f"kept {cod_path} as {keep}; add to cod.zoo.RETIRED_MODELS (and to tests/test_default_model.py's retired files):")
+        print(f'    ({old.ds}, {old.bits}, 0x{old.model_tag:04X}): "{name} {label} (commit ...: `git show ...:cod/weights/{name}.safetensors > old.safetensors`)",')
     cod_path.write_bytes(data)
-    write_image(png_path, np.asarray(codec.decompress(data)))
+    write_image(png_path, decoded)
+    new = bitstream.read_cod(data).header
     print(f"pinned sample: {cod_path} ({len(data)} bytes, .cod v{new.version}, tag {new.model_tag:#06x}) and {png_path}")
 
 
@@ -63,19 +73,28 @@ def main() -> None:
     if args.chroma_block is not None:
         config["chroma_block"] = args.chroma_block
     out = Path(args.out) if args.out else WEIGHTS_DIR / f"{args.name}.safetensors"
-    save_weights(out, state, config, dtype=getattr(torch, args.dtype))
+    # written beside the target and moved there once every check has passed: a refused ship
+    # leaves the installed weights and the pinned files as they were
+    staged = out.with_name(f"{out.stem}.partial.safetensors")
+    save_weights(staged, state, config, dtype=getattr(torch, args.dtype))
+    try:
+        if args.check:
+            image = read_image(args.check)
+            # the file as trained (and its index prior, if any), with the same colour side information: compare the weights alone
+            ref = load(weights=args.weights, chroma=int(config.get("chroma_block", 0)))
+            shipped = load(weights=staged)
+            a = np.asarray(ref.decompress(ref.compress(image))).astype(int)
+            b = np.asarray(shipped.decompress(shipped.compress(image))).astype(int)
+            same_idx = np.mean(np.asarray(ref.parse(ref.compress(image))[0]) == np.asarray(shipped.parse(shipped.compress(image))[0]))
+            print(f"check on {args.check}: {same_idx:.2%} of the indices identical; decoded max |diff| {np.abs(a - b).max()} levels, mean {np.abs(a - b).mean():.4f}")
+        pinned = pinned_sample(staged, args.name, Path(args.pinned), args.retire_as) if args.pinned else None
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    staged.replace(out)
     print(f"{args.weights} -> {out} ({out.stat().st_size / 1e6:.2f} MB, {args.dtype})")
-    if args.check:
-        image = read_image(args.check)
-        # the file as trained (and its index prior, if any), with the same colour side information: compare the weights alone
-        ref = load(weights=args.weights, chroma=int(config.get("chroma_block", 0)))
-        shipped = load(weights=out)
-        a = np.asarray(ref.decompress(ref.compress(image))).astype(int)
-        b = np.asarray(shipped.decompress(shipped.compress(image))).astype(int)
-        same_idx = np.mean(np.asarray(ref.parse(ref.compress(image))[0]) == np.asarray(shipped.parse(shipped.compress(image))[0]))
-        print(f"check on {args.check}: {same_idx:.2%} of the indices identical; decoded max |diff| {np.abs(a - b).max()} levels, mean {np.abs(a - b).mean():.4f}")
-    if args.pinned:
-        remake_pinned(out, args.name, Path(args.pinned), args.retire_as)
+    if pinned is not None:
+        write_pinned(args.name, Path(args.pinned), args.retire_as, *pinned)
 
 
 if __name__ == "__main__":
