@@ -5,11 +5,16 @@
 Two tables:
   * the rate of one 3x3 convolution of the full-size encoder's first block (128 -> 128
     channels, 360x240: a 720x480 photo after the stride-2 stem), channels-last, in float32,
-    bf16 and int8 (torch's x86 quantized engine: oneDNN, VNNI where the CPU has it), the
-    precisions alternating, median of 5;
+    bf16 and int8 (torch's x86 quantized engine: oneDNN, VNNI where the CPU has it): the int8
+    kernel alone, and with the quantisation of its float input and the dequantisation of its
+    output that an encoder whose norms and activations stay in float would pay around every
+    int8 convolution; the precisions alternating, median of 5;
   * how many Kodak-512 indices stay those of the float32 encoder when its inner convolutions
-    (the residual blocks, the 1x1 shortcuts and the downsampling convolutions; not the RGB stem
-    or the output layer) see quantised weights and inputs, simulated in float32: bf16 (the
+    (the residual blocks, the 1x1 shortcuts, the downsampling convolutions and the attention
+    blocks' q/k/v/output 1x1 convolutions; not the attention products, the RGB stem or the
+    output layer) see quantised weights and inputs, simulated in float32 (outputs, bias and
+    everything between the convolutions stay float32, so a real int8 encoder would move at
+    least as many indices): bf16 (the
     `--precision bf16` encoder's rounding), int8 (int8 weights per output channel, uint8 inputs
     per tensor from the tensor's own min/max: what an int8 kernel can use) and an upper bound
     for any per-channel smoothing of the inputs (uint8 per input channel, which no int8 kernel
@@ -97,7 +102,12 @@ def conv_rates(threads: int, rounds: int = 5) -> dict[str, float]:
             y = conv(x)
         q.scale, q.zero_point = float((y.amax() - y.amin()) / 255), int(round(float(-y.amin() / ((y.amax() - y.amin()) / 255))))
         xq = torch.quantize_per_tensor(x, float((x.amax() - x.amin()) / 255), int(round(float(-x.amin() / ((x.amax() - x.amin()) / 255)))), torch.quint8)
-    runs = {"fp32": (conv, x), "bf16": (conv_bf16, x.bfloat16()), "int8": (q, xq)}
+    x_scale, x_zero = xq.q_scale(), xq.q_zero_point()
+
+    def int8_in_float(a: torch.Tensor) -> torch.Tensor:
+        return q(torch.quantize_per_tensor(a, x_scale, x_zero, torch.quint8)).dequantize()
+
+    runs = {"fp32": (conv, x), "bf16": (conv_bf16, x.bfloat16()), "int8": (q, xq), "int8 in float": (int8_in_float, x)}
     times: dict[str, list[float]] = {k: [] for k in runs}
     with torch.inference_mode():
         for f, a in runs.values():
@@ -131,16 +141,20 @@ def main() -> None:
     ap.add_argument("--kodak", default=os.environ.get("KODAK", "../shared/data/kodak"))
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rates-only", action="store_true", help="only the convolution rates (seconds, not minutes)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"# CPU: {cpu_model()}; torch {torch.__version__}, {args.threads} thread(s)")
     t = conv_rates(args.threads)
     flop = 2 * 128 * 128 * 9 * 240 * 360
-    print("| one 3x3 conv, 128 ch, 360x240 | fp32 | bf16 | int8 |")
-    print("|---|---|---|---|")
-    print("| ms | " + " | ".join(f"{t[k] * 1e3:.0f}" for k in ("fp32", "bf16", "int8")) + " |")
-    print("| GFLOP/s (int8: GOP/s) | " + " | ".join(f"{flop / t[k] / 1e9:.0f}" for k in ("fp32", "bf16", "int8")) + " |")
-    print("| × fp32 | " + " | ".join(f"{t['fp32'] / t[k]:.2f}" for k in ("fp32", "bf16", "int8")) + " |")
+    cols = ("fp32", "bf16", "int8", "int8 in float")
+    print("| one 3x3 conv, 128 ch, 360x240 | fp32 | bf16 | int8 kernel | int8 + (de)quantise |")
+    print("|---|---|---|---|---|")
+    print("| ms | " + " | ".join(f"{t[k] * 1e3:.0f}" for k in cols) + " |")
+    print("| GFLOP/s (int8: GOP/s) | " + " | ".join(f"{flop / t[k] / 1e9:.0f}" for k in cols) + " |")
+    print("| × fp32 | " + " | ".join(f"{t['fp32'] / t[k]:.2f}" for k in cols) + " |")
+    if args.rates_only:
+        return
     images = load_images(args.kodak, limit=args.limit, crop=512)
     print(f"\n# indices equal to the fp32 encoder's, Kodak-512 ({len(images)} images)")
     print("| model | rounded convolutions | " + " | ".join(ROUNDINGS) + " |")

@@ -54,11 +54,30 @@ def test_ship_remakes_the_pinned_sample_and_keeps_the_replaced_models_file(tmp_p
     ship(monkeypatch, str(new), "--name", "tiny-x", "--out", str(tmp_path / "b.safetensors"), "--pinned", str(pinned), "--retire-as", "v1")
     out = capsys.readouterr().out
     assert (pinned / "retired.tiny-x-v1.cod").read_bytes() == first
-    assert f"0x{old_tag:04X}" in out and "RETIRED_MODELS" in out
+    head = bitstream.read_cod(first).header
+    assert f'({head.ds}, {head.bits}, 0x{old_tag:04X}): "tiny-x v1 (commit' in out
     assert bitstream.read_cod((pinned / "sample.tiny-x.cod").read_bytes()).header.model_tag != old_tag
 
     # a kept file is never overwritten
     shutil.copy(pinned / "retired.tiny-x-v1.cod", tmp_path / "keep.cod")
+    second = (pinned / "sample.tiny-x.cod").read_bytes()
     with pytest.raises(SystemExit, match="exists"):
         ship(monkeypatch, str(old), "--name", "tiny-x", "--out", str(tmp_path / "c.safetensors"), "--pinned", str(pinned), "--retire-as", "v1")
     assert (pinned / "retired.tiny-x-v1.cod").read_bytes() == (tmp_path / "keep.cod").read_bytes()
+    assert (pinned / "sample.tiny-x.cod").read_bytes() == second
+    assert not list(tmp_path.glob("c*.safetensors")) and not list(tmp_path.glob(".c.safetensors*"))
+
+
+def test_ship_refuses_bad_arguments_before_writing(tmp_path, monkeypatch, capsys):
+    weights = make_tiny_weights(tmp_path / "w.safetensors", "0.0312")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for args, message in [
+        (["--pinned", str(empty)], "no sample.png"),
+        (["--retire-as", "v1"], "needs --pinned"),
+        (["--pinned", str(empty), "--retire-as", 'v1"; x'], "letters, digits"),
+    ]:
+        with pytest.raises(SystemExit):
+            ship(monkeypatch, str(weights), "--name", "tiny-y", "--out", str(tmp_path / "out.safetensors"), *args)
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "out.safetensors").exists() and not list(empty.iterdir())

@@ -13,6 +13,7 @@ for cod.zoo.RETIRED_MODELS is printed (its text names the commit that still hold
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch
 from cod import bitstream
 from cod.checkpoint import read_weights, save_weights
 from cod.families import WEIGHTS_DIR, load
-from cod.image_io import read_image, write_image
+from cod.image_io import atomic_output, read_image, write_image
 
 
 def pinned_sample(weights: Path, name: str, folder: Path, retire_as: str | None) -> tuple[bytes, np.ndarray, Path | None]:
@@ -47,10 +48,12 @@ def write_pinned(name: str, folder: Path, label: str | None, data: bytes, decode
     cod_path, png_path = folder / f"sample.{name}.cod", folder / f"sample.{name}.png"
     if keep is not None:
         old = bitstream.read_cod(cod_path.read_bytes()).header
-        keep.write_bytes(cod_path.read_bytes())
+        with atomic_output(keep, overwrite=False) as tmp:
+            tmp.write_bytes(cod_path.read_bytes())
         print(f"kept {cod_path} as {keep}; add to cod.zoo.RETIRED_MODELS (and to tests/test_default_model.py's retired files):")
         print(f'    ({old.ds}, {old.bits}, 0x{old.model_tag:04X}): "{name} {label} (commit ...: `git show ...:cod/weights/{name}.safetensors > old.safetensors`)",')
-    cod_path.write_bytes(data)
+    with atomic_output(cod_path) as tmp:
+        tmp.write_bytes(data)
     write_image(png_path, decoded)
     new = bitstream.read_cod(data).header
     print(f"pinned sample: {cod_path} ({len(data)} bytes, .cod v{new.version}, tag {new.model_tag:#06x}) and {png_path}")
@@ -67,17 +70,23 @@ def main() -> None:
     ap.add_argument("--pinned", default=None, metavar="DIR", help="remake DIR/sample.NAME.cod and .png (the default-model test's pinned sample) from DIR/sample.png")
     ap.add_argument("--retire-as", default=None, metavar="LABEL", help="with --pinned: keep a pinned file of another model as DIR/retired.NAME-LABEL.cod")
     args = ap.parse_args()
+    if args.retire_as is not None and not args.pinned:
+        ap.error("--retire-as needs --pinned")
+    if args.retire_as is not None and not re.fullmatch(r"[A-Za-z0-9._]+", args.retire_as):
+        ap.error(f"--retire-as {args.retire_as!r}: use letters, digits, '.' and '_' (it names a file and a string in cod/zoo.py)")
+    if args.pinned and not (Path(args.pinned) / "sample.png").is_file():
+        ap.error(f"--pinned {args.pinned}: no sample.png there to compress")
 
     config, state = read_weights(args.weights)
     config = {**config, "name": args.name}
     if args.chroma_block is not None:
         config["chroma_block"] = args.chroma_block
     out = Path(args.out) if args.out else WEIGHTS_DIR / f"{args.name}.safetensors"
-    # written beside the target and moved there once every check has passed: a refused ship
-    # leaves the installed weights and the pinned files as they were
-    staged = out.with_name(f"{out.stem}.partial.safetensors")
-    save_weights(staged, state, config, dtype=getattr(torch, args.dtype))
-    try:
+    # staged under a hidden temporary name (not *.safetensors, so no loader sees it as a model)
+    # and published only when every check has passed and the pinned files are written: a
+    # refused or failed ship leaves the installed weights as they were
+    with atomic_output(out) as staged:
+        save_weights(staged, state, config, dtype=getattr(torch, args.dtype))
         if args.check:
             image = read_image(args.check)
             # the file as trained (and its index prior, if any), with the same colour side information: compare the weights alone
@@ -87,14 +96,12 @@ def main() -> None:
             b = np.asarray(shipped.decompress(shipped.compress(image))).astype(int)
             same_idx = np.mean(np.asarray(ref.parse(ref.compress(image))[0]) == np.asarray(shipped.parse(shipped.compress(image))[0]))
             print(f"check on {args.check}: {same_idx:.2%} of the indices identical; decoded max |diff| {np.abs(a - b).max()} levels, mean {np.abs(a - b).mean():.4f}")
-        pinned = pinned_sample(staged, args.name, Path(args.pinned), args.retire_as) if args.pinned else None
-    except BaseException:
-        staged.unlink(missing_ok=True)
-        raise
-    staged.replace(out)
+        if args.pinned:
+            pinned = pinned_sample(staged, args.name, Path(args.pinned), args.retire_as)
+            write_pinned(args.name, Path(args.pinned), args.retire_as, *pinned)
+            if args.retire_as is not None and pinned[2] is None:
+                print(f"--retire-as {args.retire_as}: nothing to retire (the pinned file was written by this model, or there was none)")
     print(f"{args.weights} -> {out} ({out.stat().st_size / 1e6:.2f} MB, {args.dtype})")
-    if pinned is not None:
-        write_pinned(args.name, Path(args.pinned), args.retire_as, *pinned)
 
 
 if __name__ == "__main__":
