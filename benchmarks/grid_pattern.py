@@ -27,8 +27,8 @@ from cod.eval.bench import load_images
 from cod.eval.speed import cpu_model
 
 
-def phase_stats(image: np.ndarray, period: int) -> tuple[float, float, float, np.ndarray]:
-    """(border |dx| ratio, border |dy| ratio, 2-D spread, per-position |Laplacian| means)."""
+def phase_stats(image: np.ndarray, period: int) -> tuple[float, float, np.ndarray]:
+    """(border |dx| ratio, border |dy| ratio, per-position |Laplacian| means)."""
     a = image.astype(np.float64) / 255
     p = period
     gx = np.abs(np.diff(a, axis=1)).mean(-1)  # column j: between j and j + 1
@@ -39,14 +39,14 @@ def phase_stats(image: np.ndarray, period: int) -> tuple[float, float, float, np
     by = gy[row == p - 1, :].mean() / gy.mean()
     lap = np.abs(4 * a[1:-1, 1:-1] - a[:-2, 1:-1] - a[2:, 1:-1] - a[1:-1, :-2] - a[1:-1, 2:]).mean(-1)
     per = np.array([[lap[(i - 1) % p :: p, (j - 1) % p :: p].mean() for j in range(p)] for i in range(p)])
-    return bx, by, per.std() / per.mean(), per
+    return bx, by, per
 
 
 def measure(images, decode, period: int) -> dict[str, float]:
     bx, by, per, err = [], [], [], np.zeros((period, period, 3))
     for _name, a in images:
         d = decode(a)
-        x, y, _s, lap = phase_stats(d, period)
+        x, y, lap = phase_stats(d, period)
         bx.append(x), by.append(y), per.append(lap)
         h, w = (s // period * period for s in a.shape[:2])
         e = d[:h, :w].astype(np.float64) - a[:h, :w]

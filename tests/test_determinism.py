@@ -30,14 +30,13 @@ out = {}
 h = lambda b: hashlib.sha1(b).hexdigest()[:16]
 for name in [DEFAULT_MODEL]:
     codec = cod.load(name)
+    # the decode of one given file: the same pixels at any thread count
     pinned = (cod_root / "tests" / "data" / f"sample.{name}.cod").read_bytes()
+    out[f"{name}/pinned/pixels"] = h(np.asarray(codec.decompress(pinned)).tobytes())
+    idx, H, W, grid = codec.parse(pinned)
+    out[f"{name}/pinned/plain"] = h(type(codec).decode.__wrapped__(codec, idx, H, W, grid).tobytes())
     for tag, img in images.items():
-        data = codec.compress(img)
-        out[f"{name}/{tag}/indices"] = codec.parse(data)[0].tolist()
-        # the decode of one given file: the same pixels at any thread count
-        out[f"{name}/pinned/pixels"] = h(np.asarray(codec.decompress(pinned)).tobytes())
-        idx, H, W, grid = codec.parse(pinned)
-        out[f"{name}/pinned/plain"] = h(type(codec).decode.__wrapped__(codec, idx, H, W, grid).tobytes())
+        out[f"{name}/{tag}/indices"] = codec.parse(codec.compress(img))[0].tolist()
 print(json.dumps(out))
 """
 

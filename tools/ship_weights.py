@@ -92,9 +92,10 @@ def main() -> None:
             # the file as trained (and its index prior, if any), with the same colour side information: compare the weights alone
             ref = load(weights=args.weights, chroma=int(config.get("chroma_block", 0)))
             shipped = load(weights=staged)
-            a = np.asarray(ref.decompress(ref.compress(image))).astype(int)
-            b = np.asarray(shipped.decompress(shipped.compress(image))).astype(int)
-            same_idx = np.mean(np.asarray(ref.parse(ref.compress(image))[0]) == np.asarray(shipped.parse(shipped.compress(image))[0]))
+            ref_file, shipped_file = ref.compress(image), shipped.compress(image)
+            a = np.asarray(ref.decompress(ref_file)).astype(int)
+            b = np.asarray(shipped.decompress(shipped_file)).astype(int)
+            same_idx = np.mean(np.asarray(ref.parse(ref_file)[0]) == np.asarray(shipped.parse(shipped_file)[0]))
             print(f"check on {args.check}: {same_idx:.2%} of the indices identical; decoded max |diff| {np.abs(a - b).max()} levels, mean {np.abs(a - b).mean():.4f}")
         if args.pinned:
             pinned = pinned_sample(staged, args.name, Path(args.pinned), args.retire_as)
