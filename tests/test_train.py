@@ -73,6 +73,43 @@ def test_lr_decay_is_a_half_cosine_to_zero():
     assert isinstance(CoDLiteModule(tiny_config("0.0312"), stage="onestep").configure_optimizers(), torch.optim.AdamW)  # default: constant
 
 
+def test_fresh_parameters_train_at_a_scaled_lr(tmp_path):
+    """optim.fresh_lr_scale: the tensors init_from did not supply (a new output refinement beside
+    warm-started weights) form their own group at lr x scale, decayed by the same cosine."""
+    from cod.checkpoint import save_weights
+    from cod.train.lite_module import CoDLiteModule
+    from cod.train.run import _init_weights
+    from tests.conftest import tiny_config
+
+    old = CoDLiteModule(tiny_config("0.0312"), stage="onestep")
+    path = tmp_path / "old.safetensors"
+    save_weights(path, old.net.state_dict(), tiny_config("0.0312"))
+    module = CoDLiteModule({**tiny_config("0.0312"), "output_refine": 4}, stage="onestep", lr=1e-3, lr_decay_steps=4, fresh_lr_scale=10.0)
+    _init_weights(module, str(path), strict=False)
+    assert module.fresh_parameters == {f"output_refine.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")}
+    (opt,), (sch,) = module.configure_optimizers()
+    warm, fresh = opt.param_groups
+    assert [p for p in fresh["params"]] == [p for n, p in module.net.named_parameters() if n.startswith("output_refine")]
+    assert len(warm["params"]) + len(fresh["params"]) == sum(1 for p in module.parameters() if p.requires_grad)
+    assert (warm["lr"], fresh["lr"]) == pytest.approx((1e-3, 1e-2))
+    opt.step()
+    sch["scheduler"].step()
+    opt.step()
+    sch["scheduler"].step()
+    assert (warm["lr"], fresh["lr"]) == pytest.approx((0.5e-3, 0.5e-2))
+    # without a scale: one group, as before
+    plain = CoDLiteModule({**tiny_config("0.0312"), "output_refine": 4}, stage="onestep", lr=1e-3)
+    _init_weights(plain, str(path), strict=False)
+    assert len(plain.configure_optimizers().param_groups) == 1
+
+
+def test_fresh_lr_scale_needs_a_warm_start(tmp_path):
+    from cod.errors import CodError
+
+    with pytest.raises(CodError, match="fresh_lr_scale"):
+        train(_cfg("tiny-onestep", tmp_path, "optim.fresh_lr_scale=10", "init_from=null"))
+
+
 def test_fifty_steps_lower_the_loss(tmp_path):
     import csv
 

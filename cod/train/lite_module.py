@@ -108,7 +108,7 @@ def reconstruction_losses(module: pl.LightningModule, y01: torch.Tensor) -> tupl
 class CoDLiteModule(pl.LightningModule):
     """Trains a CoDLite network; ``self.net`` is the network that gets exported."""
 
-    def __init__(self, model_config: dict[str, Any], stage: str = "pretrain", lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, loss: dict[str, Any] | None = None, backbone: str = "none", backbone_weights: str | None = None, seed: int = 0, lpips_weights_dir: str | None = None, vq_restart: dict[str, int] | None = None, lr_decay_steps: int = 0, adversarial: dict[str, Any] | None = None):
+    def __init__(self, model_config: dict[str, Any], stage: str = "pretrain", lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, loss: dict[str, Any] | None = None, backbone: str = "none", backbone_weights: str | None = None, seed: int = 0, lpips_weights_dir: str | None = None, vq_restart: dict[str, int] | None = None, lr_decay_steps: int = 0, adversarial: dict[str, Any] | None = None, fresh_lr_scale: float = 1.0):
         super().__init__()
         if stage not in ("pretrain", "onestep"):
             raise ValueError(f"unknown stage {stage!r}")
@@ -116,6 +116,9 @@ class CoDLiteModule(pl.LightningModule):
             raise ValueError("the adversarial term belongs to stage onestep")
         self.save_hyperparameters()
         self.stage, self.seed = stage, seed
+        # names (in self.net) of the parameters a warm start did not supply (cod.train.run sets
+        # them after init_from); they train at lr x fresh_lr_scale
+        self.fresh_parameters: set[str] = set()
         self.loss_cfg = {**DEFAULT_LOSS, **(loss or {})}
         self.net: CoDLite = build_network(model_config, family="codlite", where="model")
         self.net.set_attention(windowed=False)  # training attends globally (spec §2.7)
@@ -267,14 +270,19 @@ class CoDLiteModule(pl.LightningModule):
         h = self.hparams
         disc = set(self.disc.parameters()) if self.adv is not None else set()
         params = [p for p in self.parameters() if p.requires_grad and p not in disc]
-        opt = torch.optim.AdamW(params, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
+        scale = float(h.get("fresh_lr_scale", 1.0))
+        fresh = {id(p) for n, p in self.net.named_parameters() if n in self.fresh_parameters} if scale != 1.0 else set()
+        groups = [{"params": [p for p in params if id(p) not in fresh]}]
+        if fresh:  # new modules beside warm-started ones (e.g. output_refine): a larger lr
+            groups.append({"params": [p for p in params if id(p) in fresh], "lr": h.lr * scale})
+        opt = torch.optim.AdamW(groups, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
         opts = [opt]
         if self.adv is not None:
             opts.append(torch.optim.AdamW(self.disc.parameters(), lr=float(self.adv["lr"]), betas=tuple(self.adv["betas"])))
         if not h.lr_decay_steps:  # the papers: constant lr
             return opts if len(opts) > 1 else opt
         # optim.decay_steps (not in the papers; the small recipe's fine-tuning): half-cosine from
-        # lr to 0 over that many optimiser steps, then 0 (the generator's lr only)
+        # lr to 0 over that many optimiser steps, then 0 (the generator's lr only, every group)
         n = int(h.lr_decay_steps)
         sch = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, n) / n)))
         return opts, [{"scheduler": sch, "interval": "step"}]

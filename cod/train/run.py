@@ -102,6 +102,8 @@ def _init_weights(module, path: str, strict: bool) -> None:
         state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     missing = module.net.load_state_dict(state, strict=False).missing_keys
     print(f"initialised from {path}: {len(state)} tensors" + (f", {len(missing)} kept fresh" if missing else ""))
+    if hasattr(module, "fresh_parameters"):
+        module.fresh_parameters = set(missing)
 
 
 def _apply_lora(module, lora: dict[str, Any]) -> None:
@@ -164,6 +166,8 @@ def train(cfg: dict[str, Any], callbacks: list[Any] | None = None) -> Path:
         raise CodError("adversarial: needs stage onestep, full fine-tuning (lora: null) and no gradient accumulation (global_batch = batch_size x devices)")
     if opt.get("decay_steps") and cfg["stage"] not in ("pretrain", "onestep"):
         raise CodError(f"optim.decay_steps is for the CoD-Lite stages (pretrain, onestep), not stage {cfg['stage']!r}")
+    if float(opt.get("fresh_lr_scale", 1.0)) != 1.0 and (cfg["stage"] not in ("pretrain", "onestep") or not cfg.get("init_from")):
+        raise CodError("optim.fresh_lr_scale is for a CoD-Lite stage (pretrain, onestep) that warm-starts with init_from")
     if distill:  # stage II-2: manual optimisation, the module accumulates gradients itself
         from cod.train.distill import build_distill_module
 
@@ -177,7 +181,7 @@ def train(cfg: dict[str, Any], callbacks: list[Any] | None = None) -> Path:
             raise CodError("stage cod-pretrain trains the network fully: set lora: null")
         module = build_cod_module(cfg, mc, seed)
     else:
-        module = CoDLiteModule(mc, stage=cfg["stage"], lr=float(opt.get("lr", 1e-4)), betas=tuple(opt.get("betas", (0.9, 0.999))), weight_decay=float(opt.get("weight_decay", 0.0)), loss=cfg.get("loss"), backbone=cfg.get("backbone", "none"), backbone_weights=cfg.get("backbone_weights"), seed=seed, lpips_weights_dir=cfg.get("lpips_weights_dir"), vq_restart=cfg.get("vq_restart"), lr_decay_steps=int(opt.get("decay_steps", 0) or 0), adversarial=cfg.get("adversarial"))
+        module = CoDLiteModule(mc, stage=cfg["stage"], lr=float(opt.get("lr", 1e-4)), betas=tuple(opt.get("betas", (0.9, 0.999))), weight_decay=float(opt.get("weight_decay", 0.0)), loss=cfg.get("loss"), backbone=cfg.get("backbone", "none"), backbone_weights=cfg.get("backbone_weights"), seed=seed, lpips_weights_dir=cfg.get("lpips_weights_dir"), vq_restart=cfg.get("vq_restart"), lr_decay_steps=int(opt.get("decay_steps", 0) or 0), adversarial=cfg.get("adversarial"), fresh_lr_scale=float(opt.get("fresh_lr_scale", 1.0)))
     if cfg.get("init_from"):
         _init_weights(module, cfg["init_from"], bool(cfg.get("init_strict", True)))
     if cfg.get("lora"):
