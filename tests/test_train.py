@@ -85,7 +85,7 @@ def test_fresh_parameters_train_at_a_scaled_lr(tmp_path):
     path = tmp_path / "old.safetensors"
     save_weights(path, old.net.state_dict(), tiny_config("0.0312"))
     module = CoDLiteModule({**tiny_config("0.0312"), "output_refine": 4}, stage="onestep", lr=1e-3, lr_decay_steps=4, fresh_lr_scale=10.0)
-    _init_weights(module, str(path), strict=False)
+    module.fresh_parameters = _init_weights(module, str(path), strict=False)
     assert module.fresh_parameters == {f"output_refine.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")}
     (opt,), (sch,) = module.configure_optimizers()
     warm, fresh = opt.param_groups
@@ -99,7 +99,7 @@ def test_fresh_parameters_train_at_a_scaled_lr(tmp_path):
     assert (warm["lr"], fresh["lr"]) == pytest.approx((0.5e-3, 0.5e-2))
     # without a scale: one group, as before
     plain = CoDLiteModule({**tiny_config("0.0312"), "output_refine": 4}, stage="onestep", lr=1e-3)
-    _init_weights(plain, str(path), strict=False)
+    plain.fresh_parameters = _init_weights(plain, str(path), strict=False)
     assert len(plain.configure_optimizers().param_groups) == 1
 
 

@@ -91,7 +91,8 @@ class StepSampler(Sampler[int]):
 
 
 # ------------------------------------------------------------------ run
-def _init_weights(module, path: str, strict: bool) -> None:
+def _init_weights(module, path: str, strict: bool) -> set[str]:
+    """Load ``path`` into ``module.net``; returns the names of the tensors it did not supply."""
     from cod.checkpoint import check_state_dict, read_weights
 
     _, state = read_weights(path)
@@ -102,8 +103,7 @@ def _init_weights(module, path: str, strict: bool) -> None:
         state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     missing = module.net.load_state_dict(state, strict=False).missing_keys
     print(f"initialised from {path}: {len(state)} tensors" + (f", {len(missing)} kept fresh" if missing else ""))
-    if hasattr(module, "fresh_parameters"):
-        module.fresh_parameters = set(missing)
+    return set(missing)
 
 
 def _apply_lora(module, lora: dict[str, Any]) -> None:
@@ -183,7 +183,9 @@ def train(cfg: dict[str, Any], callbacks: list[Any] | None = None) -> Path:
     else:
         module = CoDLiteModule(mc, stage=cfg["stage"], lr=float(opt.get("lr", 1e-4)), betas=tuple(opt.get("betas", (0.9, 0.999))), weight_decay=float(opt.get("weight_decay", 0.0)), loss=cfg.get("loss"), backbone=cfg.get("backbone", "none"), backbone_weights=cfg.get("backbone_weights"), seed=seed, lpips_weights_dir=cfg.get("lpips_weights_dir"), vq_restart=cfg.get("vq_restart"), lr_decay_steps=int(opt.get("decay_steps", 0) or 0), adversarial=cfg.get("adversarial"), fresh_lr_scale=float(opt.get("fresh_lr_scale", 1.0)))
     if cfg.get("init_from"):
-        _init_weights(module, cfg["init_from"], bool(cfg.get("init_strict", True)))
+        fresh = _init_weights(module, cfg["init_from"], bool(cfg.get("init_strict", True)))
+        if isinstance(module, CoDLiteModule):  # optim.fresh_lr_scale applies to these
+            module.fresh_parameters = fresh
     if cfg.get("lora"):
         _apply_lora(module, cfg["lora"])
     if not data.get("sources"):
