@@ -103,11 +103,25 @@ def test_fresh_parameters_train_at_a_scaled_lr(tmp_path):
     assert len(plain.configure_optimizers().param_groups) == 1
 
 
-def test_fresh_lr_scale_needs_a_warm_start(tmp_path):
+def test_train_wires_fresh_lr_scale_and_needs_a_warm_start(tmp_path):
+    import lightning.pytorch as pl
+
     from cod.errors import CodError
 
     with pytest.raises(CodError, match="fresh_lr_scale"):
-        train(_cfg("tiny-onestep", tmp_path, "optim.fresh_lr_scale=10", "init_from=null"))
+        train(_cfg("tiny-onestep", tmp_path / "x", "optim.fresh_lr_scale=10", "init_from=null"))
+    pre = train(_cfg("tiny-pretrain", tmp_path / "pre", "trainer.max_steps=1"))
+    seen = {}
+
+    class Groups(pl.Callback):
+        def on_train_start(self, trainer, module):
+            seen["lrs"] = [g["lr"] for g in trainer.optimizers[0].param_groups]
+            seen["fresh"] = set(module.fresh_parameters)
+
+    sets = (f"init_from={pre}", "init_strict=false", "lora=null", "model.overrides.output_refine=4", "optim.lr=0.001", "optim.fresh_lr_scale=10", "trainer.max_steps=1")
+    train(_cfg("tiny-onestep", tmp_path / "one", *sets), callbacks=[Groups()])
+    assert seen["fresh"] == {f"output_refine.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")}
+    assert seen["lrs"] == pytest.approx([1e-3, 1e-2])
 
 
 def test_fifty_steps_lower_the_loss(tmp_path):
