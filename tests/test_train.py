@@ -483,6 +483,52 @@ def test_adversarial_resume_equals_uninterrupted(tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
+def test_adversarial_hold_generator_and_discriminator_round_trip(tmp_path):
+    """hold_generator: before `start` only the discriminator moves (the global step and lr
+    schedule still count); the run writes its online discriminator, which init_from loads
+    into the next run; a missing or mismatched file is a clear error."""
+    import lightning.pytorch as pl
+
+    from cod.errors import CodError
+    from cod.train.discriminator import MultiScaleDiscriminator, load_discriminator
+
+    seen, last_disc = [], {}
+
+    class Spy(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, idx):
+            self.g0 = [p.detach().clone() for p in module.net.parameters()]
+            self.d0 = [p.detach().clone() for p in module.disc.parameters()]
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, idx):
+            g_moved = any(not torch.equal(a, p) for a, p in zip(self.g0, module.net.parameters()))
+            d_moved = any(not torch.equal(a, p) for a, p in zip(self.d0, module.disc.parameters()))
+            seen.append((trainer.global_step, g_moved, d_moved))
+            last_disc.update({k: v.detach().clone() for k, v in module.disc.state_dict().items()})
+
+    adv = "adversarial={weight: 0.5, start: 2, scales: 2, width: 8, hold_generator: true}"
+    train(_cfg("tiny-onestep", tmp_path / "a", "lora=null", adv, "trainer.max_steps=4", "optim.decay_steps=4"), callbacks=[Spy()])
+    assert seen == [(1, False, True), (2, False, True), (3, True, True), (4, True, True)]
+    saved = load_file(tmp_path / "a" / "discriminator.safetensors")
+    assert set(saved) == set(last_disc) and all(torch.equal(saved[k], last_disc[k].float()) for k in saved)  # online, not averaged
+    d = MultiScaleDiscriminator(scales=2, width=8, layers=3)
+    load_discriminator(d, tmp_path / "a" / "discriminator.safetensors")
+    assert all(torch.equal(v, saved[k]) for k, v in d.state_dict().items())
+    with pytest.raises(CodError, match="width=8"):
+        load_discriminator(MultiScaleDiscriminator(scales=2, width=16, layers=3), tmp_path / "a" / "discriminator.safetensors")
+    with pytest.raises(CodError, match="no such file"):
+        load_discriminator(d, tmp_path / "missing.safetensors")
+    # the next run starts from it: its discriminator before the first step is the saved one
+    first = {}
+
+    class First(pl.Callback):
+        def on_train_start(self, trainer, module):
+            first.update({k: v.detach().clone() for k, v in module.disc.state_dict().items()})
+
+    init = f"adversarial={{weight: 0.5, start: 0, scales: 2, width: 8, init_from: {tmp_path / 'a' / 'discriminator.safetensors'}}}"
+    train(_cfg("tiny-onestep", tmp_path / "b", "lora=null", init, "trainer.max_steps=1"), callbacks=[First()])
+    assert all(torch.equal(first[k].float(), saved[k]) for k in saved)
+
+
 def test_adversarial_config_errors(tmp_path):
     from cod.errors import CodError
 

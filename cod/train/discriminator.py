@@ -8,6 +8,8 @@ that scores overlapping patches; scale k sees the image average-pooled k times b
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -61,3 +63,36 @@ def hinge_d_loss(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Te
 def hinge_g_loss(fake: list[torch.Tensor]) -> torch.Tensor:
     """Generator hinge loss, averaged over scales: -D(x̂)."""
     return sum(-f.float().mean() for f in fake) / len(fake)
+
+
+# ------------------------------------------------------------------ saving and loading
+def save_discriminator(path: str | Path, disc: MultiScaleDiscriminator) -> None:
+    """Write the discriminator's weights (float32) with its shape settings, so a later run can
+    continue the adversarial phase with it (``adversarial.init_from``) instead of a new one."""
+    from safetensors.torch import save_file
+
+    head = disc.heads[0].net
+    width = head[0].parametrizations.weight.original.shape[0]
+    layers = (len(head) - 3) // 2
+    meta = {"format": "cod-discriminator", "scales": str(len(disc.heads)), "width": str(width), "layers": str(layers)}
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in disc.state_dict().items()}, str(path), metadata=meta)
+
+
+def load_discriminator(disc: MultiScaleDiscriminator, path: str | Path) -> None:
+    """Load weights written by :func:`save_discriminator` into ``disc`` (same scales, width and
+    layers); a clear error when the file is absent or was made for another shape."""
+    from safetensors import safe_open
+
+    from cod.errors import CodError
+
+    if not Path(path).is_file():
+        raise CodError(f"adversarial.init_from: no such file {path}")
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("format") != "cod-discriminator":
+            raise CodError(f"adversarial.init_from: {path} is not a discriminator written by cod train")
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    own = disc.state_dict()
+    if set(state) != set(own) or any(own[k].shape != v.shape for k, v in state.items()):
+        raise CodError(f"adversarial.init_from: {path} holds a discriminator with scales={meta.get('scales')} width={meta.get('width')} layers={meta.get('layers')}; this run's differs")
+    disc.load_state_dict(state)

@@ -26,7 +26,7 @@ from cod.diffusion.flow import add_noise, one_step_loss, x_flow_matching_loss
 from cod.families import build_network
 from cod.models.lite import CoDLite
 from cod.train.backbones import build_token_backbone
-from cod.train.discriminator import MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
+from cod.train.discriminator import MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss, load_discriminator
 from cod.train.losses import CodecReconHead, alignment_loss, chroma_corrected, chroma_loss, grid_loss, map_to_tokens, ms_ssim_loss, projection_mlp
 
 DEFAULT_LOSS: dict[str, Any] = {
@@ -65,6 +65,12 @@ DEFAULT_ADVERSARIAL: dict[str, Any] = {
     "scales": 3,
     "width": 32,
     "layers": 3,
+    # before ``start``: False, the generator trains on the reconstruction terms alone; True, it
+    # is held fixed while the discriminator warms up against it (a warm-started continuation
+    # whose discriminator is new, without drifting towards reconstruction meanwhile)
+    "hold_generator": False,
+    # discriminator weights to start from (a previous run's discriminator.safetensors)
+    "init_from": None,
 }
 
 
@@ -143,6 +149,8 @@ class CoDLiteModule(pl.LightningModule):
                 raise ValueError(f"unknown adversarial setting {unknown[0]!r}; known: {', '.join(DEFAULT_ADVERSARIAL)}")
             self.adv = {**DEFAULT_ADVERSARIAL, **adversarial}
             self.disc = MultiScaleDiscriminator(int(self.adv["scales"]), int(self.adv["width"]), int(self.adv["layers"]))
+            if self.adv["init_from"]:
+                load_discriminator(self.disc, str(self.adv["init_from"]))
             self.automatic_optimization = False
         # dead-code restarts (a training aid, not in the papers): see _restart_dead_codes
         self.vq_restart = {"every": int((vq_restart or {}).get("every", 0)), "until": int((vq_restart or {}).get("until", 0))}
@@ -230,14 +238,18 @@ class CoDLiteModule(pl.LightningModule):
         are done) and one discriminator step on the same batch. Only the generator's
         optimiser counts as Lightning's global step, so step-based settings keep their meaning."""
         opt_g, opt_d = self.optimizers()
-        losses, out = reconstruction_losses(self, y01)
-        rec, x = out.reconstruction, 2 * y01 - 1
-        w = {**self._weights(), "gan": float(self.adv["weight"]) if self.global_step >= int(self.adv["start"]) else 0.0}
-        losses["gan"] = hinge_g_loss(self.disc(rec))
-        total = sum(w[k] * v for k, v in losses.items())
+        before = self.global_step < int(self.adv["start"])
+        hold = before and bool(self.adv["hold_generator"])
+        with torch.set_grad_enabled(not hold):
+            losses, out = reconstruction_losses(self, y01)
+            rec, x = out.reconstruction, 2 * y01 - 1
+            w = {**self._weights(), "gan": 0.0 if before else float(self.adv["weight"])}
+            losses["gan"] = hinge_g_loss(self.disc(rec))
+            total = sum(w[k] * v for k, v in losses.items())
         opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(total)
-        opt_g.step()
+        if not hold:
+            self.manual_backward(total)
+        opt_g.step()  # held: no gradients, so nothing moves, but the step (and the lr schedule) counts
         raw_d = opt_d.optimizer  # stepping the raw optimiser does not advance global_step
         raw_d.zero_grad(set_to_none=True)  # drops the D gradients of the generator's term
         d_loss = hinge_d_loss(self.disc(x), self.disc(rec.detach()))

@@ -139,6 +139,23 @@ def _world_size(tr: dict[str, Any]) -> int:
     return max(1, n) * int(tr.get("num_nodes", 1))
 
 
+def _discriminator_saver(path: Path):
+    """A Lightning callback that writes the online discriminator at the end of fit, for
+    ``adversarial.init_from`` of a later run: only the generator is exported as a model, and
+    a new discriminator costs a continuation its warm-up."""
+    from lightning.pytorch.callbacks import Callback
+
+    from cod.train.discriminator import save_discriminator
+
+    class SaveDiscriminator(Callback):
+        def on_train_end(self, trainer, pl_module) -> None:
+            if trainer.is_global_zero and getattr(pl_module, "disc", None) is not None:
+                save_discriminator(path, pl_module.disc)
+                print(f"saved the discriminator to {path}")
+
+    return SaveDiscriminator()
+
+
 def train(cfg: dict[str, Any], callbacks: list[Any] | None = None) -> Path:
     """Run one stage; returns the path of the exported model.safetensors. ``callbacks``:
     extra Lightning callbacks (tests, monitoring)."""
@@ -213,6 +230,8 @@ def train(cfg: dict[str, Any], callbacks: list[Any] | None = None) -> Path:
     ]
     if cfg.get("ema_decay", 0.9999) is not None:  # ema_decay: null exports the online weights
         callbacks.insert(0, EMAWeightAveraging(decay=float(cfg.get("ema_decay", 0.9999))))
+    if adversarial:  # before the EMA callback, whose on_train_end swaps the averaged weights in
+        callbacks.insert(0, _discriminator_saver(out / "discriminator.safetensors"))
     callbacks += extra
     trainer = pl.Trainer(
         max_steps=max_steps,
