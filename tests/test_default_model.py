@@ -79,10 +79,10 @@ def test_default_model_reconstructs_a_photo():
     assert 8 * len(data) / (img.shape[0] * img.shape[1]) < 0.032  # entropy-coded: below the nominal 0.03125
 
 
-@pytest.mark.parametrize("model, version", [("0.0312", "v1"), ("0.0312", "v2"), ("0.0312", "v2c"), ("0.0312", "v2e"), ("0.0312", "v2h"), ("0.125", "v2"), ("0.125", "v2b")])
+@pytest.mark.parametrize("model, version", [("0.0312", "v1"), ("0.0312", "v2"), ("0.0312", "v2c"), ("0.0312", "v2e"), ("0.0312", "v2h"), ("0.125", "v2"), ("0.125", "v2b"), ("0.125", "v2c")])
 def test_files_of_the_retired_models_are_named(model, version):
     """A .cod file of an earlier shipped model (v1: cod 0.1; 0.0312 v2, v2c, v2e and v2h (g0, g0c, g0e, g0h) and
-    0.125 v2 and v2b (g125, g125b): before their longer GAN phases or the grid term) meets no installed model: the error names the
+    0.125 v2, v2b and v2c (g125, g125b, g125c): before their longer GAN phases, the grid term or the GAN continuation) meets no installed model: the error names the
     retired model and where its weights are."""
     from cod.errors import ModelMismatchError
     from cod.families import installed_codec_for
