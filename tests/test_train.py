@@ -553,3 +553,31 @@ def test_train_default_script_runs_on_cpu(tmp_path):
     assert "phase 2 gets 2 steps" in (tmp_path / "train.log").read_text()
     r = subprocess.run(["bash", str(root / "benchmarks" / "train_default.sh"), "2", str(tmp_path / "x")], capture_output=True, text=True, env=dict(env, DATA=str(tmp_path / "missing")))
     assert r.returncode == 2 and "not found" in r.stderr
+
+
+def test_precision_auto_is_bf16_only_where_bf16_is_native(monkeypatch):
+    """`trainer.precision: auto` picks bf16 autocast on a GPU or a CPU with native bf16, float32 on
+    an AVX2-only CPU (where bf16 is emulated and a step is ~13x slower); an explicit bf16 is kept
+    there with a warning; anything else passes through."""
+    import cod.inference
+    from cod.train.run import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(cod.inference, "cpu_native_bf16", lambda: False)
+    assert resolve_precision({"precision": "auto"}) == ("32-true", "precision: 32-true (auto: no native bf16 on this CPU)")
+    chosen, note = resolve_precision({"precision": "bf16-mixed"})
+    assert chosen == "bf16-mixed" and note.startswith("warning: ") and "auto" in note
+    assert resolve_precision({"precision": "32-true"}) == ("32-true", None)
+    assert resolve_precision({}) == ("32-true", None)
+    monkeypatch.setattr(cod.inference, "cpu_native_bf16", lambda: True)
+    assert resolve_precision({"precision": "auto"})[0] == "bf16-mixed"
+    assert resolve_precision({"precision": "bf16-mixed"}) == ("bf16-mixed", None)
+    monkeypatch.setattr(cod.inference, "cpu_native_bf16", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_precision({"precision": "auto"})[0] == "bf16-mixed"
+    assert resolve_precision({"precision": "auto", "accelerator": "cpu"})[0] == "32-true"
+
+
+@pytest.mark.parametrize("name", ["codlite-small-recon", "codlite-small-gan", "codlite-onestep", "codlite-pretrain-stage1", "codlite-distill", "cod-pixel-stage1"])
+def test_shipped_configs_choose_their_precision_at_run_time(name):
+    assert load_config(name)["trainer"]["precision"] == "auto"

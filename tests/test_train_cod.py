@@ -95,7 +95,7 @@ def test_paper_configs_build(name):
 
     cfg = load_config(name)
     mc = model_config(cfg)
-    assert cfg["stage"] == "cod-pretrain" and cfg["trainer"]["precision"] == "bf16-mixed"
+    assert cfg["stage"] == "cod-pretrain" and cfg["trainer"]["precision"] == "auto"
     assert cfg["trainer"]["strategy"] == "ddp_find_unused_parameters_true" and cfg["backbone"] == "dinov2"
     stage = int(name[-1])
     assert mc["up2x"] is (stage > 1) and cfg["data"]["size"] == (256 if stage == 1 else 512)

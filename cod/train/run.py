@@ -127,11 +127,34 @@ def _apply_lora(module, lora: dict[str, Any]) -> None:
     module.net = peft.get_peft_model(module.net, cfg)
 
 
+def _uses_cuda(tr: dict[str, Any]) -> bool:
+    return tr.get("accelerator", "auto") in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
+def resolve_precision(tr: dict[str, Any]) -> tuple[str, str | None]:
+    """Lightning's precision for ``trainer.precision`` and a one-line note (None: nothing to say).
+
+    ``auto`` (the shipped configs) is bf16 autocast where bf16 is native (a CUDA device, or a
+    CPU with AVX-512 BF16 or AMX) and float32 elsewhere: on an AVX2-only CPU bf16 products are
+    emulated, and a training step of codlite-small runs ~13x slower than in float32
+    (docs/training.md). An explicit bf16 setting is kept, with a warning on such a CPU."""
+    from cod.inference import cpu_native_bf16
+
+    requested = str(tr.get("precision", "32-true"))
+    native = _uses_cuda(tr) or cpu_native_bf16()
+    if requested == "auto":
+        chosen = "bf16-mixed" if native else "32-true"
+        return chosen, f"precision: {chosen} (auto: {'native bf16' if native else 'no native bf16 on this CPU'})"
+    if requested.startswith("bf16") and not native:
+        return requested, f"warning: trainer.precision={requested} on a CPU without native bf16 (AVX-512 BF16 or AMX) is much slower than float32 here; set trainer.precision=auto or 32-true"
+    return requested, None
+
+
 def _world_size(tr: dict[str, Any]) -> int:
     """Processes the trainer will run (for gradient accumulation to the global batch)."""
     devices = tr.get("devices", 1)
     if devices in ("auto", -1, "-1"):
-        n = torch.cuda.device_count() if tr.get("accelerator", "auto") in ("auto", "gpu", "cuda") and torch.cuda.is_available() else 1
+        n = torch.cuda.device_count() if _uses_cuda(tr) else 1
     elif isinstance(devices, (list, tuple)):
         n = len(devices)
     else:
@@ -233,6 +256,9 @@ def train(cfg: dict[str, Any], callbacks: list[Any] | None = None) -> Path:
     if adversarial:  # before the EMA callback, whose on_train_end swaps the averaged weights in
         callbacks.insert(0, _discriminator_saver(out / "discriminator.safetensors"))
     callbacks += extra
+    precision, note = resolve_precision(tr)
+    if note:
+        print(note)
     trainer = pl.Trainer(
         max_steps=max_steps,
         accumulate_grad_batches=1 if distill or adversarial else accumulate,
@@ -240,7 +266,7 @@ def train(cfg: dict[str, Any], callbacks: list[Any] | None = None) -> Path:
         devices=tr.get("devices", 1),
         num_nodes=int(tr.get("num_nodes", 1)),
         strategy=tr.get("strategy", "auto"),
-        precision=tr.get("precision", "32-true"),
+        precision=precision,
         callbacks=callbacks,
         logger=loggers,
         log_every_n_steps=int(tr.get("log_every", 10)),
@@ -271,7 +297,7 @@ def train(cfg: dict[str, Any], callbacks: list[Any] | None = None) -> Path:
         print(f"exported {'EMA' if cfg.get('ema_decay', 0.9999) is not None else 'online'} weights to {path}")
         # throughput of this invocation (a resumed run counts only its own steps): the
         # one-command recipe (benchmarks/train_default.sh) sizes its next phase from it
-        summary = {"steps": int(trainer.global_step), "steps_this_run": int(done), "seconds_this_run": round(seconds, 2), "steps_per_second": round(done / seconds, 4) if seconds > 0 else None}
+        summary = {"steps": int(trainer.global_step), "steps_this_run": int(done), "seconds_this_run": round(seconds, 2), "steps_per_second": round(done / seconds, 4) if seconds > 0 else None, "precision": precision}
         (out / "train_summary.json").write_text(json.dumps(summary) + "\n")
         print(f"trained {done} steps in {seconds:.0f} s ({summary['steps_per_second']} steps/s); {trainer.global_step} in all")
     return path
