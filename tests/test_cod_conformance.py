@@ -87,7 +87,9 @@ def test_samplers(case):
         cond = m.condition.decode(m.condition.encode(y), h, w)
         null = codec.null_condition(H, W)
         cond_eval = m.condition(torch.cat([torch.full_like(y, -1.0), y]))[0]  # the net's codec on [null; image]
-    assert torch.allclose(null, cond_eval[:1], atol=1e-5)  # the codec's null condition is the all -1 image's
+    # the codec's null condition is the all -1 image's; batch 1 against batch 2 rounds differently
+    # on some CPUs (1.5e-5 on values up to 4.7 on an AVX2-only EPYC), so a float32-sized tolerance
+    assert torch.allclose(null, cond_eval[:1], atol=1e-4)
     velocity = lambda x, t, c: m(x, t, cond=c)[0]  # noqa: E731
     for name, want in exp.items():
         if not name.startswith("sample_") or name.endswith("_u8"):
