@@ -210,6 +210,7 @@ RETIRED_MODELS: dict[tuple[int, int, int], str] = {
     (8, 8, 0x5A58): "codlite-small-0.125 v2b (g125b, before the grid term; commit 351f611: `git show 351f611:cod/weights/codlite-small-0.125.safetensors > old.safetensors`)",
     (8, 8, 0x2E46): "codlite-small-0.125 v2c (g125c, before its GAN continuation g125e; commit bb4d2d9: `git show bb4d2d9:cod/weights/codlite-small-0.125.safetensors > old.safetensors`)",
     (16, 8, 0x33A8): "codlite-small-0.0312 v2h (g0h, before the doubled adversarial weight; commit a047b99: `git show a047b99:cod/weights/codlite-small-0.0312.safetensors > old.safetensors`)",
+    (16, 8, 0x32E3): "codlite-small-0.0312 v2i (g0i, before its continuation g0n/g0o with adversarial 0.3; commit e6192a9: `git show e6192a9:cod/weights/codlite-small-0.0312.safetensors > old.safetensors`)",
 }
 
 

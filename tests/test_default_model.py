@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 import cod
+from cod import bitstream
 from cod.families import WEIGHTS_DIR, installed_weights
 from cod.zoo import DEFAULT_MODEL, MODELS, SMALL_RATES
 from tests.conftest import ROOT
@@ -76,10 +77,15 @@ def test_default_model_reconstructs_a_photo():
     rec = np.asarray(codec.decompress(data))
     flat = np.broadcast_to(img.reshape(-1, 3).mean(0).round().astype(np.uint8), img.shape)
     assert psnr(img, rec) > psnr(img, flat) + 3
-    assert 8 * len(data) / (img.shape[0] * img.shape[1]) < 0.032  # entropy-coded: below the nominal 0.03125
+    # entropy-coded: the indices take at least 10 % less than the nominal 0.03125 bpp of
+    # fixed-length codes; the file adds its header and the chroma side information (on this
+    # 256x256 sample ~50 bytes, ~0.006 bpp; on a 768x512 photo ~5 % of the file)
+    indices_bpp = 8 * len(bitstream.read_cod(data).payload) / (img.shape[0] * img.shape[1])
+    assert indices_bpp < 0.9 * 0.03125, indices_bpp
+    assert 8 * len(data) / (img.shape[0] * img.shape[1]) < 0.03125 + 0.008
 
 
-@pytest.mark.parametrize("model, version", [("0.0312", "v1"), ("0.0312", "v2"), ("0.0312", "v2c"), ("0.0312", "v2e"), ("0.0312", "v2h"), ("0.125", "v2"), ("0.125", "v2b"), ("0.125", "v2c")])
+@pytest.mark.parametrize("model, version", [("0.0312", "v1"), ("0.0312", "v2"), ("0.0312", "v2c"), ("0.0312", "v2e"), ("0.0312", "v2h"), ("0.0312", "v2i"), ("0.125", "v2"), ("0.125", "v2b"), ("0.125", "v2c")])
 def test_files_of_the_retired_models_are_named(model, version):
     """A .cod file of an earlier shipped model (v1: cod 0.1; 0.0312 v2, v2c, v2e and v2h (g0, g0c, g0e, g0h) and
     0.125 v2, v2b and v2c (g125, g125b, g125c): before their longer GAN phases, the grid term or the GAN continuation) meets no installed model: the error names the
